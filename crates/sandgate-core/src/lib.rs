@@ -1,0 +1,17 @@
+//! The lifecycle core of sandgate: sandbox records, request validation and the state machine
+//! that every store write goes through. Nothing here performs I/O.
+
+pub mod duration;
+pub mod id;
+pub mod labels;
+pub mod lifecycle;
+pub mod record;
+pub mod validate;
+
+pub use id::SandboxId;
+pub use lifecycle::{DeleteParams, DeletionDecision, LiveStatus, Observed, TransitionError};
+pub use record::{
+    Deletion, DriverDetails, Phase, RemovalPath, SandboxRecord, SandboxSpec, Tombstone,
+    DEFAULT_WORKSPACE,
+};
+pub use validate::ValidationError;
