@@ -107,8 +107,14 @@ mod tests {
     #[test]
     fn wait_timeout_bounds_are_inclusive() {
         assert_eq!(wait_timeout("timeout", None), Ok(DEFAULT_WAIT_TIMEOUT));
-        assert_eq!(wait_timeout("timeout", Some(MIN_WAIT_TIMEOUT)), Ok(MIN_WAIT_TIMEOUT));
-        assert_eq!(wait_timeout("timeout", Some(MAX_WAIT_TIMEOUT)), Ok(MAX_WAIT_TIMEOUT));
+        assert_eq!(
+            wait_timeout("timeout", Some(MIN_WAIT_TIMEOUT)),
+            Ok(MIN_WAIT_TIMEOUT)
+        );
+        assert_eq!(
+            wait_timeout("timeout", Some(MAX_WAIT_TIMEOUT)),
+            Ok(MAX_WAIT_TIMEOUT)
+        );
 
         let below = wait_timeout("timeout", Some(Duration::from_millis(999))).unwrap_err();
         assert_eq!(below.field, "timeout");

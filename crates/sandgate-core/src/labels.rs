@@ -186,10 +186,16 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         return Ok(Requirement::DoesNotExist(plain_key(key.trim())?));
     }
     if let Some((key, value)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(plain_key(key.trim())?, plain_value(value.trim())?));
+        return Ok(Requirement::NotEquals(
+            plain_key(key.trim())?,
+            plain_value(value.trim())?,
+        ));
     }
     if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(plain_key(key.trim())?, plain_value(value.trim())?));
+        return Ok(Requirement::Equals(
+            plain_key(key.trim())?,
+            plain_value(value.trim())?,
+        ));
     }
     if let Some(open) = part.find('(') {
         let head = part[..open].trim();
@@ -265,7 +271,15 @@ mod tests {
 
     #[test]
     fn selector_rejects_malformed_input() {
-        for text in ["app=", "=web", "a b=c", "env in (prod", "env (prod)", "app=web,", "a=b=c"] {
+        for text in [
+            "app=",
+            "=web",
+            "a b=c",
+            "env in (prod",
+            "env (prod)",
+            "app=web,",
+            "a=b=c",
+        ] {
             if text == "app=" {
                 // An empty value is valid in Kubernetes selectors.
                 assert!(Selector::parse("label_selector", text).is_ok());
@@ -273,7 +287,11 @@ mod tests {
             }
             let error = Selector::parse("label_selector", text).unwrap_err();
             assert_eq!(error.field, "label_selector");
-            assert!(error.message.contains(&format!("{text:?}")), "{}", error.message);
+            assert!(
+                error.message.contains(&format!("{text:?}")),
+                "{}",
+                error.message
+            );
         }
     }
 

@@ -11,7 +11,7 @@ pub mod validate;
 pub use id::SandboxId;
 pub use lifecycle::{DeleteParams, DeletionDecision, LiveStatus, Observed, TransitionError};
 pub use record::{
-    Deletion, DriverDetails, Phase, RemovalPath, SandboxRecord, SandboxSpec, Tombstone,
-    DEFAULT_WORKSPACE,
+    DEFAULT_WORKSPACE, Deletion, DriverDetails, Phase, RemovalPath, SandboxRecord, SandboxSpec,
+    Tombstone,
 };
 pub use validate::ValidationError;

@@ -37,7 +37,10 @@ pub fn dns_label(field: &str, what: &str, value: &str) -> Result<(), ValidationE
     let rule = "use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter \
                 or digit";
     if value.is_empty() {
-        return Err(ValidationError::new(field, format!("{what} is required: {rule}")));
+        return Err(ValidationError::new(
+            field,
+            format!("{what} is required: {rule}"),
+        ));
     }
     if value.len() > MAX_LABEL_LEN {
         return Err(ValidationError::new(
@@ -54,7 +57,10 @@ pub fn dns_label(field: &str, what: &str, value: &str) -> Result<(), ValidationE
         && allowed(bytes[0])
         && allowed(bytes[bytes.len() - 1]);
     if !valid {
-        return Err(ValidationError::new(field, format!("invalid {what} {value:?}: {rule}")));
+        return Err(ValidationError::new(
+            field,
+            format!("invalid {what} {value:?}: {rule}"),
+        ));
     }
     Ok(())
 }
@@ -88,7 +94,9 @@ pub fn env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Validation
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(ValidationError::new(
                 field,
-                format!("invalid environment variable name {key:?}: use a non-empty name without '=' or NUL"),
+                format!(
+                    "invalid environment variable name {key:?}: use a non-empty name without '=' or NUL"
+                ),
             ));
         }
         if value.contains('\0') {
@@ -134,7 +142,11 @@ mod tests {
             let error = dns_label("name", "name", value).unwrap_err();
             assert_eq!(error.field, "name");
             if !value.is_empty() {
-                assert!(error.message.contains(&format!("{value:?}")), "{}", error.message);
+                assert!(
+                    error.message.contains(&format!("{value:?}")),
+                    "{}",
+                    error.message
+                );
             }
         }
     }

@@ -184,7 +184,10 @@ impl Store {
     /// `None` means no record has the id: look for its tombstone next. Because a removal inserts
     /// the tombstone before it drops the record, checking in this order never misses both.
     pub fn subscribe(&self, id: &SandboxId) -> Option<watch::Receiver<SandboxState>> {
-        self.inner.index.get(id).map(|entry| entry.state.subscribe())
+        self.inner
+            .index
+            .get(id)
+            .map(|entry| entry.state.subscribe())
     }
 
     /// Returns every record, ordered by workspace and name.
@@ -383,7 +386,9 @@ impl Inner {
                 persistence.update(&record)?;
                 if let Some(mut entry) = self.index.get_mut(&id) {
                     entry.record = record.clone();
-                    entry.state.send_replace(SandboxState::Present(record.clone()));
+                    entry
+                        .state
+                        .send_replace(SandboxState::Present(record.clone()));
                 }
                 self.publish(EventKind::Modified, record.clone(), None);
                 Ok(Modified::Updated(record))
@@ -393,10 +398,10 @@ impl Inner {
                 persistence.remove(&tombstone, revision)?;
                 self.tombstones.insert(id, tombstone.clone());
                 let entry = self.index.remove(&id).map(|(_, entry)| entry);
-                self.names
-                    .remove_if(&(current.workspace.clone(), current.name.clone()), |_, v| {
-                        *v == id
-                    });
+                self.names.remove_if(
+                    &(current.workspace.clone(), current.name.clone()),
+                    |_, v| *v == id,
+                );
                 let mut last = current;
                 last.revision = revision;
                 self.publish(EventKind::Deleted, last, Some(tombstone.clone()));

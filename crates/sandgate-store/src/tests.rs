@@ -94,7 +94,10 @@ async fn name_taken_while_live_or_deleting() {
     };
     assert_eq!(holder.phase, Phase::Deleting);
 
-    assert!(matches!(confirm_gone(&store, first.id).await, Modified::Removed(_)));
+    assert!(matches!(
+        confirm_gone(&store, first.id).await,
+        Modified::Removed(_)
+    ));
     let second = store.insert(new_record("web")).await.unwrap();
     assert_ne!(second.id, first.id);
 }
@@ -115,9 +118,15 @@ async fn removal_leaves_tombstone_and_survives_reopen() {
 
     let store = open(dir.path());
     let reloaded = store.get(&kept.id).expect("record survives reopen");
-    assert_eq!(reloaded.phase, Phase::Deleting, "DELETING survives a restart");
+    assert_eq!(
+        reloaded.phase,
+        Phase::Deleting,
+        "DELETING survives a restart"
+    );
     assert!(store.get(&removed.id).is_none());
-    let tombstone = store.tombstone(&removed.id).expect("tombstone survives reopen");
+    let tombstone = store
+        .tombstone(&removed.id)
+        .expect("tombstone survives reopen");
     assert_eq!(tombstone.name, "removed");
     assert_eq!(store.revision(), 5);
 }
@@ -130,7 +139,10 @@ async fn second_open_of_directory_fails() {
         .err()
         .expect("second open fails");
     let message = error.to_string();
-    assert!(message.contains("in use by another sandgate serve"), "{message}");
+    assert!(
+        message.contains("in use by another sandgate serve"),
+        "{message}"
+    );
     assert!(
         message.contains(&format!("pid {}", std::process::id())),
         "{message}"
@@ -170,8 +182,7 @@ async fn page_limit_fails_write_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut sqlite = Sqlite::open(&dir.path().join(DATABASE_FILE)).unwrap();
     sqlite.set_max_page_count(1).unwrap();
-    let store =
-        Store::with_persistence(Box::new(sqlite), None, StoreOptions::default()).unwrap();
+    let store = Store::with_persistence(Box::new(sqlite), None, StoreOptions::default()).unwrap();
     let mut record = new_record("big");
     record.spec.args = vec!["x".repeat(100_000)];
     let error = store.insert(record).await.unwrap_err();
@@ -212,12 +223,14 @@ async fn waiter_never_misses_removal() {
     let mut sqlite = Sqlite::open(&dir.path().join(DATABASE_FILE)).unwrap();
     // Durability is not under test here, and full fsyncs would make thousands of rounds slow.
     sqlite.disable_fsync().unwrap();
-    let store =
-        Store::with_persistence(Box::new(sqlite), None, StoreOptions::default()).unwrap();
+    let store = Store::with_persistence(Box::new(sqlite), None, StoreOptions::default()).unwrap();
 
     let rounds = 3_000;
     for round in 0..rounds {
-        let record = store.insert(new_record(&format!("r{round}"))).await.unwrap();
+        let record = store
+            .insert(new_record(&format!("r{round}")))
+            .await
+            .unwrap();
         start_deletion(&store, record.id).await;
 
         let waiter_store = store.clone();
@@ -240,6 +253,9 @@ async fn waiter_never_misses_removal() {
             .await
             .unwrap_or_else(|_| panic!("round {round}: the waiter missed the removal and hung"))
             .unwrap();
-        assert!(woke, "round {round}: the waiter found neither the removal nor the tombstone");
+        assert!(
+            woke,
+            "round {round}: the waiter found neither the removal nor the tombstone"
+        );
     }
 }

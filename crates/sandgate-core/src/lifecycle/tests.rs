@@ -16,7 +16,13 @@ fn record() -> SandboxRecord {
         grace_period: Duration::from_secs(10),
         ..SandboxSpec::default()
     };
-    SandboxRecord::new("default".into(), "web".into(), BTreeMap::new(), spec, epoch(0))
+    SandboxRecord::new(
+        "default".into(),
+        "web".into(),
+        BTreeMap::new(),
+        spec,
+        epoch(0),
+    )
 }
 
 fn present(status: LiveStatus) -> Observed {
@@ -74,7 +80,12 @@ fn live_phases_follow_observations() {
 fn same_observation_changes_nothing() {
     let rec = record();
     let observed = present(LiveStatus::Ready("command running".into()));
-    let ready = updated(apply_observation(&rec, &observed, RemovalPath::Request, epoch(1)));
+    let ready = updated(apply_observation(
+        &rec,
+        &observed,
+        RemovalPath::Request,
+        epoch(1),
+    ));
     let again = apply_observation(&ready, &observed, RemovalPath::Request, epoch(9));
     assert_eq!(again, Change::Unchanged);
 }
@@ -160,13 +171,25 @@ fn deleting_reason_follows_driver() {
         status: LiveStatus::Ready("command running".into()),
         terminating: Some("process group still running after SIGTERM".into()),
     };
-    let next = updated(apply_observation(&rec, &observed, RemovalPath::Request, epoch(6)));
+    let next = updated(apply_observation(
+        &rec,
+        &observed,
+        RemovalPath::Request,
+        epoch(6),
+    ));
     assert_eq!(next.phase, Phase::Deleting);
-    assert_eq!(next.phase_reason, "process group still running after SIGTERM");
+    assert_eq!(
+        next.phase_reason,
+        "process group still running after SIGTERM"
+    );
     assert_eq!(next.reason_since, epoch(6));
 
     let same = apply_observation(&next, &observed, RemovalPath::Request, epoch(8));
-    assert_eq!(same, Change::Unchanged, "a repeated reason must not move reason_since");
+    assert_eq!(
+        same,
+        Change::Unchanged,
+        "a repeated reason must not move reason_since"
+    );
 }
 
 #[test]

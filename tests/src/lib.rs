@@ -1,0 +1,7 @@
+//! Helpers for the end-to-end tests: the local Kubernetes test cluster, and gateways started from
+//! the real `sandgate` binary.
+
+pub mod api;
+pub mod cluster;
+pub mod gateway;
+pub mod processes;

@@ -1,0 +1,168 @@
+//! Process inspection for tests: which processes of a sandbox are alive, read from `/proc` and
+//! from the process driver's files, and a cleanup that kills them all.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// One line of `/proc/PID/stat`, reduced to what tests need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// State letter; 'Z' is a zombie, 'X' dead.
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Session id.
+    pub session: i32,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Reads `/proc/PID/stat`; `None` if the process does not exist.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; fields follow the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        pid,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Returns whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    stat(pid).is_some_and(|stat| stat.state != 'Z' && stat.state != 'X')
+}
+
+/// Returns every process on the machine.
+pub fn all() -> Vec<ProcStat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// Returns the live descendants of `ancestor`, not counting itself.
+pub fn descendants(ancestor: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for process in all() {
+        if process.state != 'Z' && process.state != 'X' {
+            children.entry(process.ppid).or_default().push(process.pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![ancestor];
+    while let Some(pid) = stack.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            if seen.insert(*child) {
+                found.push(*child);
+                stack.push(*child);
+            }
+        }
+    }
+    found
+}
+
+/// The supervisor handle the process driver writes into a sandbox directory.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    /// Supervisor pid.
+    pub pid: i32,
+    /// Supervisor start time, to tell a reused pid apart.
+    pub start_time: u64,
+    /// The sandbox's cgroup, where one is used.
+    pub cgroup: Option<String>,
+}
+
+/// Reads the supervisor handle of sandbox `id` in a gateway's data directory.
+pub fn handle(data_dir: &Path, id: &str) -> Option<Handle> {
+    let path = data_dir.join("sandboxes").join(id).join("handle.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(Handle {
+        pid: value["pid"].as_i64()? as i32,
+        start_time: value["start_time"].as_u64()?,
+        cgroup: value["cgroup"].as_str().map(str::to_string),
+    })
+}
+
+/// Returns the pids of sandbox `id` that are alive: its supervisor (if the handle still names
+/// it) and the supervisor's descendants, plus whatever its cgroup holds.
+pub fn sandbox_processes(data_dir: &Path, id: &str) -> Vec<i32> {
+    let Some(handle) = handle(data_dir, id) else {
+        return Vec::new();
+    };
+    let mut pids = HashSet::new();
+    let supervisor_alive = stat(handle.pid)
+        .is_some_and(|s| s.start_time == handle.start_time && s.state != 'Z' && s.state != 'X');
+    if supervisor_alive {
+        pids.insert(handle.pid);
+        pids.extend(descendants(handle.pid));
+    }
+    if let Some(cgroup) = &handle.cgroup {
+        for file in cgroup_proc_files(Path::new(cgroup)) {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                pids.extend(
+                    text.lines()
+                        .filter_map(|l| l.parse::<i32>().ok())
+                        .filter(|p| is_alive(*p)),
+                );
+            }
+        }
+    }
+    let mut pids: Vec<i32> = pids.into_iter().collect();
+    pids.sort();
+    pids
+}
+
+fn cgroup_proc_files(cgroup: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![cgroup.join("cgroup.procs")];
+    if let Ok(entries) = std::fs::read_dir(cgroup) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                files.extend(cgroup_proc_files(&entry.path()));
+            }
+        }
+    }
+    files
+}
+
+/// Kills every process of every sandbox recorded in `data_dir`, descendants before their
+/// supervisor, so that none is reparented out of reach.
+pub fn kill_sandboxes(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().to_string();
+        let Some(handle) = handle(data_dir, &id) else {
+            continue;
+        };
+        if let Some(cgroup) = &handle.cgroup {
+            let _ = std::fs::write(Path::new(cgroup).join("cgroup.kill"), "1");
+        }
+        for _ in 0..50 {
+            let pids = sandbox_processes(data_dir, &id);
+            let others: Vec<i32> = pids.iter().copied().filter(|p| *p != handle.pid).collect();
+            if others.is_empty() {
+                break;
+            }
+            for pid in others {
+                crate::gateway::send_signal(pid, libc::SIGKILL);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if stat(handle.pid).is_some_and(|s| s.start_time == handle.start_time) {
+            crate::gateway::send_signal(handle.pid, libc::SIGKILL);
+        }
+    }
+}
