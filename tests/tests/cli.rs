@@ -1,0 +1,236 @@
+//! The `sandgate` command line against a real gateway: output formats, waits, exit codes and
+//! bad input.
+
+use std::process::Output;
+
+use sandgate_e2e::gateway::{Gateway, sandgate_binary};
+use sandgate_e2e::processes;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn id_of(gateway: &Gateway, name: &str) -> String {
+    let output = gateway.cli(&["get", name, "-o", "json"]);
+    assert!(output.status.success(), "get {name}: {}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    value["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn create_list_get_delete_round_trip() {
+    let gateway = Gateway::start();
+    let created = gateway.cli(&["create", "web", "--label", "team=ml", "--", "sleep", "1000"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("sandbox \"web\" created"),
+        "{}",
+        stdout(&created)
+    );
+
+    let listed = gateway.cli(&["list"]);
+    assert!(listed.status.success());
+    let table = stdout(&listed);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "PHASE", "AGE", "REASON"]);
+    assert!(
+        table.lines().any(|line| line.starts_with("web ")),
+        "{table}"
+    );
+
+    let all = stdout(&gateway.cli(&["list", "-A"]));
+    assert!(all.starts_with("WORKSPACE"), "{all}");
+
+    let json = gateway.cli(&["list", "-l", "team=ml", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let array = value.as_array().expect("list -o json prints an array");
+    assert_eq!(array.len(), 1);
+    assert_eq!(array[0]["name"], "web");
+    assert_eq!(array[0]["labels"]["team"], "ml");
+    assert!(array[0]["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    let none = gateway.cli(&["list", "-l", "team=other", "-o", "json"]);
+    assert_eq!(stdout(&none).trim(), "[]");
+
+    let id = id_of(&gateway, "web");
+    let deleted = gateway.cli(&["delete", "web"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(stdout(&deleted).contains("deleted"), "{}", stdout(&deleted));
+    assert!(processes::sandbox_processes(gateway.data_dir(), &id).is_empty());
+
+    let missing = gateway.cli(&["get", "web"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn delete_waits_for_all_names_under_one_deadline() {
+    let gateway = Gateway::start();
+    for name in ["a", "b"] {
+        let output = gateway.cli(&[
+            "create",
+            name,
+            "--grace-period",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 1000",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let started = std::time::Instant::now();
+    let output = gateway.cli(&["delete", "a", "b", "--timeout", "30s"]);
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "one result line per sandbox: {text}"
+    );
+    assert!(
+        elapsed >= std::time::Duration::from_secs(2),
+        "returned after {elapsed:?}"
+    );
+    // Both wait at once: well under two grace periods plus overhead.
+    assert!(
+        elapsed < std::time::Duration::from_secs(12),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn delete_of_missing_name_fails_naming_it() {
+    let gateway = Gateway::start();
+    let created = gateway.cli(&["create", "here", "--", "sleep", "1000"]);
+    assert!(created.status.success());
+    let output = gateway.cli(&["delete", "here", "absent"]);
+    assert!(!output.status.success());
+    let all = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(all.contains("\"absent\""), "{all}");
+    assert!(all.contains("not found"), "{all}");
+
+    let ignored = gateway.cli(&["delete", "absent", "--ignore-not-found"]);
+    assert!(ignored.status.success(), "{}", stderr(&ignored));
+}
+
+#[test]
+fn delete_timeout_names_what_remains() {
+    let gateway = Gateway::start();
+    let output = gateway.cli(&[
+        "create",
+        "slow",
+        "--grace-period",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 1000",
+    ]);
+    assert!(output.status.success());
+    let output = gateway.cli(&["delete", "slow", "--timeout", "2s"]);
+    assert_eq!(output.status.code(), Some(4), "a timed-out wait exits 4");
+    let message = stderr(&output);
+    assert!(message.contains("still present"), "{message}");
+    assert!(message.contains("SIGTERM"), "{message}");
+
+    let listed = stdout(&gateway.cli(&["list"]));
+    assert!(
+        listed.contains("DELETING"),
+        "the timeout ended the wait, not the deletion: {listed}"
+    );
+    let forced = gateway.cli(&["delete", "slow", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+}
+
+#[test]
+fn no_wait_delete_is_accepted() {
+    let gateway = Gateway::start();
+    assert!(
+        gateway
+            .cli(&["create", "nw", "--", "sleep", "1000"])
+            .status
+            .success()
+    );
+    let output = gateway.cli(&["delete", "nw", "--no-wait"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("accepted"), "{}", stdout(&output));
+}
+
+#[test]
+fn bad_input_is_rejected_before_any_call() {
+    // No gateway runs at this address: a call would fail with exit 3, not 2.
+    let unreachable = "http://127.0.0.1:9";
+    let cases: [(&[&str], &str); 6] = [
+        (&["create", "Bad_Name", "--", "true"], "Bad_Name"),
+        (&["list", "-l", "a in (b"], "a in (b"),
+        (&["delete", "x", "--timeout", "0s"], "0s"),
+        (&["delete", "x", "--timeout", "2h"], "2h"),
+        (
+            &["create", "ok", "--label", "novalue", "--", "true"],
+            "novalue",
+        ),
+        (&["delete", "--id", "not-a-uuid"], "not-a-uuid"),
+    ];
+    for (args, value) in cases {
+        let output = std::process::Command::new(sandgate_binary())
+            .args(args)
+            .env("SANDGATE_SERVER", unreachable)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains(value),
+            "{args:?}: the error must name {value:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_server_is_reported() {
+    let output = std::process::Command::new(sandgate_binary())
+        .args(["list"])
+        .env("SANDGATE_SERVER", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let message = stderr(&output);
+    assert!(
+        message.contains("cannot reach sandgate at http://127.0.0.1:9"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+}
+
+#[test]
+fn serve_rejects_non_loopback_listen() {
+    let output = std::process::Command::new(sandgate_binary())
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:7878",
+            "--data-dir",
+            "/nonexistent-sandgate",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("0.0.0.0:7878"), "{message}");
+    assert!(message.contains("loopback"), "{message}");
+}
