@@ -378,9 +378,9 @@ fn run_down(name: &str) {
     }
 }
 
-/// Awaits `future` for at most `timeout`. The error names `what` was awaited.
+/// Awaits `future` for at most `timeout`. The error names `description`, the thing awaited.
 pub async fn wait_for<T, E>(
-    what: &str,
+    description: &str,
     timeout: Duration,
     future: impl Future<Output = Result<T, E>>,
 ) -> Result<T>
@@ -390,9 +390,9 @@ where
     match tokio::time::timeout(timeout, future).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            Err(anyhow::Error::new(error).context(format!("failed waiting for {what}")))
+            Err(anyhow::Error::new(error).context(format!("failed waiting for {description}")))
         }
-        Err(_) => bail!("timed out after {timeout:?} waiting for {what}"),
+        Err(_) => bail!("timed out after {timeout:?} waiting for {description}"),
     }
 }
 
@@ -401,7 +401,7 @@ where
 pub async fn wait_until<K>(
     api: &Api<K>,
     name: &str,
-    what: &str,
+    description: &str,
     timeout: Duration,
     condition: impl wait::Condition<K>,
 ) -> Result<Option<K>>
@@ -409,7 +409,7 @@ where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
     wait_for(
-        &format!("{what} ({name})"),
+        &format!("{description} ({name})"),
         timeout,
         await_condition(api.clone(), name, condition),
     )

@@ -257,6 +257,7 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
         crate::processes::kill_sandboxes(&self.data_dir);
+        crate::processes::remove_cgroups(&self.data_dir);
         if std::thread::panicking() {
             eprintln!("--- sandgate serve log ---\n{}\n---", self.log_text());
         }

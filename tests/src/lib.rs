@@ -4,4 +4,6 @@
 pub mod api;
 pub mod cluster;
 pub mod gateway;
+pub mod kube_gateway;
+pub mod kube_proxy;
 pub mod processes;

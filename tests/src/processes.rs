@@ -166,3 +166,56 @@ pub fn kill_sandboxes(data_dir: &Path) {
         }
     }
 }
+
+/// Removes the cgroups the process driver made for `data_dir`, deepest first. A cgroup that still
+/// holds a process is left in place.
+pub fn remove_cgroups(data_dir: &Path) {
+    let Some(mount) = cgroup2_mount() else {
+        return;
+    };
+    let Ok(canonical) = data_dir.canonicalize() else {
+        return;
+    };
+    let base = mount.join(format!(
+        "sandgate-{}",
+        fnv48(canonical.as_os_str().as_encoded_bytes())
+    ));
+    remove_tree(&base);
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Returns the mount point of the cgroup2 file system, from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (mount, rest) = line.split_once(" - ")?;
+        let fstype = rest.split_whitespace().next()?;
+        (fstype == "cgroup2").then(|| {
+            mount
+                .split_whitespace()
+                .nth(4)
+                .map(std::path::PathBuf::from)
+        })?
+    })
+}
+
+/// The process driver names its cgroup base after a 48-bit FNV-1a hash of the canonical data
+/// directory, in 12 hex digits.
+fn fnv48(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}

@@ -29,7 +29,8 @@ const GRACE_SLACK: Duration = Duration::from_secs(8);
 /// Finalizer that the tests put on a Pod to hold it after kwok has deleted it.
 const TEST_FINALIZER: &str = "sandgate.dev/test-hold";
 
-/// Name of the cluster that the API server restart test starts for itself.
+/// Environment variable with the name of the cluster that the API server restart test starts for
+/// itself. The default is `smoke-restart`.
 const RESTART_CLUSTER_ENV: &str = "SANDGATE_TEST_RESTART_CLUSTER";
 
 fn pod_is_terminating(pod: Option<&Pod>) -> bool {
@@ -202,19 +203,20 @@ async fn foreground_delete_waits_for_pod() -> Result<()> {
             pod_is_terminating,
         )
         .await?;
-        let held = sandboxes
+        let held_sandbox = sandboxes
             .get_opt("fg")
             .await?
             .context("sandbox was gone while its pod was still terminating")?;
-        Ok::<_, anyhow::Error>(held)
+        Ok::<_, anyhow::Error>(held_sandbox)
     };
-    let (held, pod_gone, sandbox_gone) = tokio::try_join!(deleting, pod_gone, sandbox_gone)?;
+    let (held_sandbox, pod_gone, sandbox_gone) =
+        tokio::try_join!(deleting, pod_gone, sandbox_gone)?;
 
     assert!(
-        held.metadata.deletion_timestamp.is_some(),
+        held_sandbox.metadata.deletion_timestamp.is_some(),
         "sandbox has no deletionTimestamp"
     );
-    let finalizers = held.metadata.finalizers.unwrap_or_default();
+    let finalizers = held_sandbox.metadata.finalizers.unwrap_or_default();
     assert!(
         finalizers
             .iter()
@@ -283,15 +285,15 @@ async fn pod_finalizer_holds_foreground_delete() -> Result<()> {
         killed.metadata.finalizers.as_deref(),
         Some(&[TEST_FINALIZER.to_owned()][..])
     );
-    let held = sandboxes
+    let held_sandbox = sandboxes
         .get_opt("held")
         .await?
         .context("sandbox was gone while a finalizer still held its pod")?;
     assert!(
-        held.metadata.deletion_timestamp.is_some(),
+        held_sandbox.metadata.deletion_timestamp.is_some(),
         "sandbox has no deletionTimestamp"
     );
-    assert_eq!(uid_of(&held), uid_of(&sandbox));
+    assert_eq!(uid_of(&held_sandbox), uid_of(&sandbox));
 
     let released_at = Instant::now();
     let remove_finalizer = serde_json::json!({ "metadata": { "finalizers": null } });

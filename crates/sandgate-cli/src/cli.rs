@@ -79,10 +79,14 @@ pub enum Command {
 pub enum DriverKind {
     /// Each sandbox runs as local processes under its own supervisor.
     Process,
+    /// Each sandbox is an agent-sandbox Sandbox (agents.x-k8s.io/v1beta1) and its Pod.
+    Kubernetes,
 }
 
-/// Arguments of `sandgate serve`.
+/// Arguments of `sandgate serve`. A flag given twice takes its last value, so that a wrapper can
+/// override a default it passes.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
     /// Address and port to listen on. Only loopback addresses are accepted.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878", value_parser = parse_listen)]
@@ -108,6 +112,21 @@ pub struct ServeArgs {
     /// Age after which backend objects that have no sandbox record are deleted.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub orphan_grace: Duration,
+
+    /// Kubeconfig of the cluster, for --driver kubernetes
+    /// [default: $KUBECONFIG, then ~/.kube/config, then the in-cluster ServiceAccount].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the Sandboxes, for --driver kubernetes
+    /// [default: the kubeconfig context's namespace, else "default"].
+    #[arg(long, value_name = "NAME", value_parser = parse_namespace)]
+    pub namespace: Option<String>,
+
+    /// Value of the sandgate.dev/instance label on every object this gateway creates, for
+    /// --driver kubernetes. Gateways with different instances can share a namespace.
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_instance)]
+    pub instance: String,
 }
 
 /// Options shared by every client command.
@@ -151,8 +170,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_grace_period)]
     pub grace_period: Option<Duration>,
 
-    /// Container image. Only drivers that run containers accept it.
-    #[arg(long)]
+    /// Container image. Only drivers that run containers accept it, and the kubernetes driver
+    /// requires it.
+    #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
 
     /// Wait until the sandbox is READY.
@@ -167,8 +187,9 @@ pub struct CreateArgs {
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 
-    /// Program to run and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// Program to run and its arguments, after `--`. Optional with --image, which then runs the
+    /// image's entrypoint.
+    #[arg(last = true, required_unless_present = "image", value_name = "COMMAND")]
     pub command: Vec<String>,
 
     /// Gateway and workspace.
@@ -375,6 +396,22 @@ pub fn parse_workspace(value: &str) -> Result<String, String> {
         return Err("workspace is required: use 1 to 63 lowercase letters, digits or '-'".into());
     }
     validate::workspace("workspace", value).map_err(|error| error.message)
+}
+
+/// Parses a Kubernetes namespace name, a DNS-1123 label.
+pub fn parse_namespace(value: &str) -> Result<String, String> {
+    validate::workspace("namespace", value).map_err(|error| error.message)
+}
+
+/// Parses a gateway instance, which must be a valid Kubernetes label value of 1 to 63
+/// characters.
+pub fn parse_instance(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("instance is required: use 1 to 63 letters, digits, '-', '_' or '.'".into());
+    }
+    let single = BTreeMap::from([("sandgate.dev/instance".to_string(), value.to_string())]);
+    labels::validate("instance", &single).map_err(|error| error.message)?;
+    Ok(value.to_string())
 }
 
 /// Parses a sandbox name, a DNS-1123 label.

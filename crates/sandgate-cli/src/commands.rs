@@ -36,16 +36,21 @@ fn print_json(value: &serde_json::Value) {
 pub async fn create(args: CreateArgs) -> Result<(), Failure> {
     let labels = collect_pairs("label", &args.labels).map_err(Failure::usage)?;
     let env = collect_pairs("environment variable", &args.env).map_err(Failure::usage)?;
-    let Some((program, program_args)) = args.command.split_first() else {
-        return Err(Failure::usage(
-            "missing command: give the program to run after `--`, such as `-- sleep 60`",
-        ));
+    // Without a command, an image runs its own entrypoint.
+    let (command, command_args) = match args.command.split_first() {
+        Some((program, program_args)) => (vec![program.clone()], program_args.to_vec()),
+        None if args.image.is_some() => (Vec::new(), Vec::new()),
+        None => {
+            return Err(Failure::usage(
+                "missing command: give the program to run after `--`, such as `-- sleep 60`",
+            ));
+        }
     };
     let wait_timeout = args.timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
 
     let spec = SandboxSpec {
-        command: vec![program.clone()],
-        args: program_args.to_vec(),
+        command,
+        args: command_args,
         env: env.into_iter().collect(),
         grace_period: args.grace_period.map(proto_duration),
         image: args.image.unwrap_or_default(),

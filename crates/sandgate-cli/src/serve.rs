@@ -38,6 +38,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     create_data_dir(&data_dir).map_err(|error| Failure::failed(format!("{error:#}")))?;
 
+    let kube_config = sandgate_kube::KubeDriverConfig {
+        kubeconfig: args.kubeconfig,
+        namespace: args.namespace,
+        instance: args.instance,
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: data_dir.clone(),
@@ -53,6 +58,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let result = runtime.block_on(async move {
         let driver = match args.driver {
             DriverKind::Process => process_driver(&data_dir)?,
+            DriverKind::Kubernetes => kube_driver(kube_config).await?,
         };
         let shutdown =
             shutdown_signal().context("cannot install the SIGTERM and SIGINT handlers")?;
@@ -90,6 +96,14 @@ fn process_driver(data_dir: &Path) -> anyhow::Result<Arc<dyn Driver>> {
     };
     let driver = ProcessDriver::new(config)
         .map_err(|error| anyhow::anyhow!("cannot start the process driver: {error}"))?;
+    Ok(Arc::new(driver))
+}
+
+/// Connects the Kubernetes driver.
+async fn kube_driver(config: sandgate_kube::KubeDriverConfig) -> anyhow::Result<Arc<dyn Driver>> {
+    let driver = sandgate_kube::KubeDriver::connect(config)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot start the kubernetes driver: {error}"))?;
     Ok(Arc::new(driver))
 }
 

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::record::{Deletion, Phase, RemovalPath, SandboxRecord, Tombstone};
 
-/// What the driver reports of a sandbox's workload while some compute exists.
+/// The state of a sandbox's workload that the driver reports while some compute exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LiveStatus {
     /// Starting, with the reason (for example "pod unschedulable").
@@ -35,7 +35,7 @@ pub enum LiveStatus {
 /// One observation of a sandbox's compute by its driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
-    /// Some compute exists. While a deletion runs, `terminating` says what is still present.
+    /// Some compute exists. While a deletion runs, `terminating` names what is still present.
     Present {
         /// What the workload does.
         status: LiveStatus,
@@ -70,7 +70,7 @@ pub enum TransitionError {
     },
 }
 
-/// The single check of phase transitions.
+/// Checks a phase transition; this is the only place that does.
 ///
 /// # Errors
 /// Returns [`TransitionError::LeavesDeleting`] for any move out of DELETING.
@@ -112,7 +112,7 @@ fn set_phase(record: &mut SandboxRecord, phase: Phase, reason: String, now: Syst
 /// Applies one driver observation to a record.
 ///
 /// `path` is how a removal would be confirmed, if this observation completes a deletion; a forced
-/// deletion is recorded as [`RemovalPath::Force`] whatever `path` says.
+/// deletion is recorded as [`RemovalPath::Force`] whatever `path` is.
 pub fn apply_observation(
     record: &SandboxRecord,
     observed: &Observed,
@@ -199,7 +199,7 @@ pub struct DeleteParams {
     pub force: bool,
 }
 
-/// What a delete request does to a record.
+/// The effect of a delete request on a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeletionDecision {
     /// The record enters DELETING; write it, then start the deletion.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-/// An invalid request field: the server answers INVALID_ARGUMENT with this message.
+/// An invalid request field, which the server returns as INVALID_ARGUMENT with this message.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("{field}: {message}")]
 pub struct ValidationError {

@@ -124,9 +124,11 @@ fn create_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Creates the cgroup of one sandbox with its two leaves, and returns its path. Existing
-/// directories are kept, so a retried create succeeds.
+/// directories are kept, so a retried create succeeds, and the base is made again if someone
+/// removed it while it was empty.
 pub fn create_sandbox(base: &Path, name: &str) -> io::Result<PathBuf> {
     let path = base.join(name);
+    create_dir(base)?;
     create_dir(&path)?;
     create_dir(&path.join(SUPERVISOR_LEAF))?;
     create_dir(&path.join(PAYLOAD_LEAF))?;

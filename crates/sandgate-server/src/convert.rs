@@ -191,7 +191,7 @@ pub fn sandbox(record: &SandboxRecord) -> pb::Sandbox {
     }
 }
 
-/// Reason shown on the sandbox of a DELETED answer built from a tombstone.
+/// Reason shown on the sandbox of a DELETED response built from a tombstone.
 pub const REMOVED_REASON: &str = "removal confirmed";
 
 /// Converts a tombstone to its API form.

@@ -46,13 +46,13 @@ pub enum ApiError {
         id: String,
         /// Time since the deletion was requested.
         ago: String,
-        /// What the deletion still waits for.
+        /// The deletion's current reason.
         reason: String,
     },
     /// The store could not record a change; nothing was acted on.
     #[error("{action}: {source}; nothing was changed")]
     Store {
-        /// What could not be recorded.
+        /// The change that could not be recorded.
         action: String,
         /// The store's failure.
         #[source]

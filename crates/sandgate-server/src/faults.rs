@@ -12,7 +12,7 @@ pub const FAULT_VARIABLE: &str = "SANDGATE_TEST_FAULT";
 pub enum Fault {
     /// After a new record is committed, before the driver starts its compute.
     AfterCreateCommit,
-    /// After DELETING is committed, before the driver is told to delete.
+    /// After DELETING is committed, before the driver is asked to delete.
     AfterDeleteCommit,
 }
 

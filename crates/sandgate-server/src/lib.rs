@@ -47,7 +47,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Shortest reconcile interval accepted.
 pub const MIN_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs the server until `shutdown` completes, then answers waiting callers with UNAVAILABLE and
+/// Runs the server until `shutdown` completes, then returns UNAVAILABLE to waiting callers and
 /// returns. Sandboxes keep running; deletions under way continue at the next start.
 ///
 /// # Errors
@@ -122,7 +122,7 @@ pub async fn run(
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let signal = async move {
         shutdown.await;
-        info!("Shutting down: refusing new calls and answering waiting calls with UNAVAILABLE");
+        info!("Shutting down: rejecting new calls and returning UNAVAILABLE to waiting calls");
         let _ = stop.send(true);
         let _ = stopping.send(());
     };
@@ -131,7 +131,7 @@ pub async fn run(
             .add_service(SandboxServiceServer::new(service))
             .serve_with_incoming_shutdown(incoming, signal),
     );
-    // A client that never reads its answer would hold a graceful shutdown open forever, so the
+    // A client that never reads its response would hold a graceful shutdown open forever, so the
     // calls get a bounded time to finish.
     let drained = async {
         if stopped.await.is_ok() {

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::error::ApiError;
 use crate::faults::{self, Fault};
 
-/// What a delete request led to.
+/// The outcome of a delete request.
 #[derive(Clone, Debug)]
 pub enum DeleteResult {
     /// The deletion is recorded and under way; this is the record.
@@ -436,7 +436,7 @@ impl Lifecycle {
         timeout: Duration,
     ) -> Result<Tombstone, ApiError> {
         // The index first, then the tombstones: a removal inserts its tombstone before it drops
-        // the record, so one of the two always sees it.
+        // the record, so one of the two always finds it.
         let Some(mut state) = self.store.subscribe(&id) else {
             return self
                 .store

@@ -86,7 +86,7 @@ impl Service {
         Ok(deleted(&tombstone))
     }
 
-    /// Answers a delete whose target has no record: DELETED from a tombstone (by id only), else
+    /// Builds the response to a delete whose target has no record: DELETED from a tombstone (by id only), else
     /// NOT_FOUND or ALREADY_ABSENT.
     fn absent(
         &self,

@@ -24,7 +24,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>>
 /// Events buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 256;
 
-/// Which sandboxes a stream follows.
+/// The set of sandboxes a stream follows.
 #[derive(Clone, Debug)]
 enum Scope {
     Workspace(String),
@@ -110,7 +110,7 @@ struct Producer {
     sender: mpsc::Sender<Result<pb::WatchEvent, Status>>,
 }
 
-/// Why a producer stopped.
+/// The reason a producer stopped.
 type Stop = &'static str;
 
 impl Producer {

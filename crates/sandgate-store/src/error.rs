@@ -9,7 +9,7 @@ use thiserror::Error;
 /// the in-memory index change together or not at all.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// Another process holds the data directory.
+    /// Another process has the data directory locked.
     #[error(
         "data directory {dir} is in use by another sandgate serve{holder}: stop it, or pass a \
          different --data-dir"
@@ -47,7 +47,7 @@ pub enum StoreError {
     Corrupt {
         /// Sandbox id of the row.
         id: String,
-        /// What failed to decode.
+        /// The decoding failure.
         detail: String,
     },
     /// The name is held by another sandbox of the workspace.

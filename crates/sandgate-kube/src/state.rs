@@ -1,0 +1,233 @@
+//! State shared by the driver and its watchers: the API handles, the in-memory view that the
+//! watchers keep, fresh reads of one sandbox's objects, and sending observations.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use sandgate_core::{DriverDetails, LiveStatus, Observed, SandboxId};
+use sandgate_driver::{DriverError, Observation};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::errors::{driver_error, is_not_found};
+use crate::objects::{self, Sandbox, id_selector, is_owned_by, object_name};
+use crate::observe::{self, Snapshot};
+
+/// Attribute keys of the driver details recorded for each sandbox.
+pub const NAMESPACE_ATTRIBUTE: &str = "namespace";
+/// Attribute with the object name of the Sandbox and its Pod.
+pub const NAME_ATTRIBUTE: &str = "name";
+/// Attribute with the Sandbox's UID.
+pub const UID_ATTRIBUTE: &str = "uid";
+
+/// Objects of the instance as the watchers last saw them, by sandbox id.
+#[derive(Default)]
+pub struct View {
+    /// Sandboxes by the id in their labels.
+    pub sandboxes: HashMap<SandboxId, Sandbox>,
+    /// Pods by the id in their labels, then by Pod name.
+    pub pods: HashMap<SandboxId, BTreeMap<String, Pod>>,
+    /// UID of the Pod last seen running for each sandbox.
+    pub running_pods: HashMap<SandboxId, String>,
+    /// Ids of the records the server holds, from startup and from every create, so that a
+    /// re-list that lacks them reports them.
+    pub known: HashSet<SandboxId>,
+}
+
+/// What the driver and its watchers share.
+pub struct Shared {
+    /// Namespace of every object.
+    pub namespace: String,
+    /// Value of the instance label.
+    pub instance: String,
+    /// Sandboxes in the namespace.
+    pub sandboxes: Api<Sandbox>,
+    /// Pods in the namespace.
+    pub pods: Api<Pod>,
+    /// The watchers' view.
+    pub view: Mutex<View>,
+    /// Where observations go, once the server started the driver.
+    pub sink: Mutex<Option<mpsc::UnboundedSender<Observation>>>,
+}
+
+/// Objects of one sandbox, read fresh from the API server.
+pub struct Fresh {
+    /// The Sandbox, if one with the expected UID exists.
+    pub sandbox: Option<Sandbox>,
+    /// Pods carrying the id label, and the Pod named after the Sandbox if it is owned by it.
+    pub pods: Vec<Pod>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Locks the view.
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        lock(&self.view)
+    }
+
+    /// Returns the driver details of an existing Sandbox.
+    pub fn details(&self, sandbox: &Sandbox) -> DriverDetails {
+        DriverDetails {
+            driver: crate::DRIVER_NAME.to_string(),
+            attributes: BTreeMap::from([
+                (NAMESPACE_ATTRIBUTE.to_string(), self.namespace.clone()),
+                (NAME_ATTRIBUTE.to_string(), sandbox.name_any()),
+                (
+                    UID_ATTRIBUTE.to_string(),
+                    sandbox.metadata.uid.clone().unwrap_or_default(),
+                ),
+            ]),
+        }
+    }
+
+    /// Finds the Sandbox of `id` by its id label. With `uid`, only that object counts.
+    ///
+    /// # Errors
+    /// Returns the classified API error when the list fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn find_sandbox(
+        &self,
+        id: &SandboxId,
+        uid: Option<&str>,
+    ) -> Result<Option<Sandbox>, DriverError> {
+        let params = ListParams::default().labels(&id_selector(&self.instance, id));
+        let list = self
+            .sandboxes
+            .list(&params)
+            .await
+            .map_err(|error| driver_error("listing the sandbox's Sandbox", error))?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|sandbox| uid.is_none_or(|uid| sandbox.metadata.uid.as_deref() == Some(uid))))
+    }
+
+    /// Reads the objects of `id` fresh: the Sandbox by id label (with `uid` if recorded), the
+    /// Pods by id label, and the Pod named after the Sandbox if a known Sandbox UID owns it.
+    ///
+    /// # Errors
+    /// Returns the classified API error of the first read that fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn read_fresh(
+        &self,
+        id: &SandboxId,
+        uid: Option<&str>,
+    ) -> Result<Fresh, DriverError> {
+        let sandbox = self.find_sandbox(id, uid).await?;
+        let params = ListParams::default().labels(&id_selector(&self.instance, id));
+        let mut pods = self
+            .pods
+            .list(&params)
+            .await
+            .map_err(|error| driver_error("listing the sandbox's Pods", error))?
+            .items;
+
+        let owner_uid = uid.map(str::to_string).or_else(|| {
+            sandbox
+                .as_ref()
+                .and_then(|sandbox| sandbox.metadata.uid.clone())
+        });
+        let name = object_name(id);
+        if let Some(owner_uid) = owner_uid
+            && !pods.iter().any(|pod| pod.name_any() == name)
+        {
+            match self.pods.get(&name).await {
+                Ok(pod) if is_owned_by(&pod, &owner_uid) => pods.push(pod),
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => return Err(driver_error("reading the sandbox's Pod", error)),
+            }
+        }
+        Ok(Fresh { sandbox, pods })
+    }
+
+    /// Derives the observation of `id` from `sandbox` and `pods`, remembering the Pod that runs
+    /// so that a later replacement is reported as such.
+    pub fn derive(&self, id: &SandboxId, sandbox: Option<&Sandbox>, pods: &[Pod]) -> Observed {
+        let mut view = self.view();
+        let observed = observe::derive(Snapshot {
+            sandbox,
+            pods,
+            running_pod_uid: view.running_pods.get(id).map(String::as_str),
+        });
+        match &observed {
+            Observed::Present {
+                status: LiveStatus::Ready(_),
+                ..
+            } => {
+                if let Some(uid) =
+                    observe::current_pod(pods).and_then(|pod| pod.metadata.uid.clone())
+                {
+                    view.running_pods.insert(*id, uid);
+                }
+            }
+            Observed::Gone { .. } => {
+                view.running_pods.remove(id);
+            }
+            Observed::Present { .. } => {}
+        }
+        observed
+    }
+
+    /// Derives the observation of `id` from the watchers' view.
+    pub fn derive_cached(&self, id: &SandboxId) -> Observed {
+        let (sandbox, pods) = {
+            let view = self.view();
+            let sandbox = view.sandboxes.get(id).cloned();
+            let pods: Vec<Pod> = view
+                .pods
+                .get(id)
+                .map(|pods| pods.values().cloned().collect())
+                .unwrap_or_default();
+            (sandbox, pods)
+        };
+        self.derive(id, sandbox.as_ref(), &pods)
+    }
+
+    /// Sends `observed` for `id`, if the server has started the driver.
+    pub fn send(&self, id: SandboxId, observed: Observed) {
+        if let Some(sink) = lock(&self.sink).as_ref() {
+            let _ = sink.send(Observation { id, observed });
+        }
+    }
+
+    /// Sends an observation of `id` derived from the view. When the view shows nothing left, the
+    /// objects are read fresh first, because one watcher may lag behind the other and a Pod
+    /// created just before the Sandbox's deletion may not be in the view yet.
+    pub fn notify(self: &Arc<Self>, id: SandboxId) {
+        let observed = self.derive_cached(&id);
+        if !matches!(observed, Observed::Gone { .. }) {
+            self.send(id, observed);
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            match shared.read_fresh(&id, None).await {
+                Ok(fresh) => {
+                    let observed = shared.derive(&id, fresh.sandbox.as_ref(), &fresh.pods);
+                    shared.send(id, observed);
+                }
+                Err(error) => {
+                    debug!(sandbox_id = %id, %error, "Confirming a removal failed; the reconciler retries")
+                }
+            }
+        });
+    }
+
+    /// Returns the sandbox id an object of this instance is labelled with.
+    pub fn id_of<K: ResourceExt>(&self, object: &K) -> Option<SandboxId> {
+        objects::labelled_id(object)
+    }
+}

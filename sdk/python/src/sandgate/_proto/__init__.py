@@ -1,0 +1,1 @@
+"""Modules generated from proto/sandgate/v1/sandgate.proto by scripts/generate.py."""
