@@ -237,9 +237,73 @@ fn serve_rejects_short_reconcile_interval() {
 }
 
 #[test]
-fn serve_driver_accepts_only_process() {
-    let error = parse(&["serve", "--driver", "kubernetes"]).unwrap_err();
+fn serve_driver_rejects_unknown() {
+    let error = parse(&["serve", "--driver", "docker"]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidValue);
+}
+
+#[test]
+fn serve_kubernetes_flags() {
+    let Ok(Command::Serve(args)) = parse(&[
+        "serve",
+        "--driver",
+        "kubernetes",
+        "--kubeconfig",
+        "/etc/sandgate/kubeconfig",
+        "--namespace",
+        "agents",
+        "--instance",
+        "blue",
+    ]) else {
+        panic!("serve should parse");
+    };
+    assert_eq!(args.driver, DriverKind::Kubernetes);
+    assert_eq!(
+        args.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/etc/sandgate/kubeconfig"))
+    );
+    assert_eq!(args.namespace.as_deref(), Some("agents"));
+    assert_eq!(args.instance, "blue");
+}
+
+#[test]
+fn serve_kubernetes_defaults() {
+    let Ok(Command::Serve(args)) = parse(&["serve", "--driver", "kubernetes"]) else {
+        panic!("serve should parse");
+    };
+    assert!(args.kubeconfig.is_none());
+    assert!(args.namespace.is_none());
+    assert_eq!(args.instance, "default");
+}
+
+#[test]
+fn serve_rejects_bad_namespace_and_instance() {
+    assert!(parse(&["serve", "--namespace", "Not_A_Label"]).is_err());
+    assert!(parse(&["serve", "--instance", ""]).is_err());
+    assert!(parse(&["serve", "--instance", "has space"]).is_err());
+}
+
+#[test]
+fn serve_last_flag_wins() {
+    let Ok(Command::Serve(args)) = parse(&[
+        "serve",
+        "--reconcile-interval",
+        "1s",
+        "--reconcile-interval",
+        "1h",
+    ]) else {
+        panic!("serve should parse a repeated flag");
+    };
+    assert_eq!(args.reconcile_interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn create_image_without_command() {
+    let Ok(Command::Create(args)) = parse(&["create", "web", "--image", "python:3.13"]) else {
+        panic!("create with --image and no command should parse");
+    };
+    assert!(args.command.is_empty());
+    assert_eq!(args.image.as_deref(), Some("python:3.13"));
 }
 
 #[test]

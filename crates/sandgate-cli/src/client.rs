@@ -165,14 +165,36 @@ fn root_cause(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// Returns whether `status` means the gateway went away or cannot be reached right now.
+///
+/// A gateway killed in the middle of a call resets the connection, which tonic reports as
+/// UNKNOWN or INTERNAL with a transport error rather than as UNAVAILABLE.
 pub fn is_unavailable(status: &Status) -> bool {
-    status.code() == Code::Unavailable
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Internal => {
+            let message = status.message();
+            message.contains("transport error")
+                || message.contains("h2 protocol error")
+                || message.contains("connection reset")
+                || message.contains("broken pipe")
+        }
+        _ => false,
+    }
+}
+
+/// Returns the code to act on: UNAVAILABLE for a lost connection, else the status's own.
+pub fn effective_code(status: &Status) -> Code {
+    if is_unavailable(status) {
+        Code::Unavailable
+    } else {
+        status.code()
+    }
 }
 
 /// Translates a gRPC error on a request about `target` into a one-line failure.
 pub fn describe(status: &Status, target: Option<&Target>, server: &str) -> Failure {
     let message = server_message(status);
-    match status.code() {
+    match effective_code(status) {
         Code::NotFound => match target {
             Some(target) => Failure::failed(target.not_found()),
             None => Failure::failed(message),

@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 
 use crate::cli::DeleteArgs;
 use crate::client::{
-    self, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, Failure, Target, describe,
+    self, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, Failure, Target, describe, effective_code,
 };
 use crate::commands::{RECONNECT_WINDOW, UNARY_TIMEOUT, proto_duration};
 use crate::{output, timefmt};
@@ -318,7 +318,7 @@ async fn wait_deleted(
             Err(status) => status,
         };
 
-        match status.code() {
+        match effective_code(&status) {
             Code::DeadlineExceeded | Code::Cancelled => {
                 if let Some(detail) = deletion_status(&status) {
                     let mut guard = rows.lock().expect("rows lock");

@@ -145,6 +145,13 @@ fn data_dir_from(state_home: Option<OsString>, home: Option<OsString>) -> Result
 
 /// Creates the data directory and its parents, readable by the owner only.
 fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "invalid data directory {}: it exists and is not a directory; pass --data-dir a \
+             directory path",
+            dir.display()
+        );
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -26,12 +26,19 @@ pub fn parse(value: &str) -> Result<Duration, String> {
     let trimmed = value.trim();
     let hint = "use a number with a unit, such as 500ms, 30s, 5m or 1h30m";
     if trimmed.is_empty() {
-        return Err(format!("invalid duration {value:?}: {hint}"));
+        return Err(format!(
+            "invalid duration {}: {hint}",
+            crate::validate::quote(value)
+        ));
     }
     if trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!("invalid duration {value:?}: missing unit; {hint}"));
+        return Err(format!(
+            "invalid duration {}: missing unit; {hint}",
+            crate::validate::quote(value)
+        ));
     }
-    humantime::parse_duration(trimmed).map_err(|_| format!("invalid duration {value:?}: {hint}"))
+    humantime::parse_duration(trimmed)
+        .map_err(|_| format!("invalid duration {}: {hint}", crate::validate::quote(value)))
 }
 
 /// Formats a duration the way [`parse`] reads it, for messages ("1m 30s", "500ms").

@@ -32,8 +32,9 @@ impl SandboxId {
             ValidationError::new(
                 field,
                 format!(
-                    "invalid sandbox id {value:?}: expected a UUID such as \
-                     3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14"
+                    "invalid sandbox id {}: expected a UUID such as \
+                     3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14",
+                    crate::validate::quote(value)
                 ),
             )
         })

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::validate::ValidationError;
+use crate::validate::{ValidationError, quote};
 
 /// Checks every label key and value against the Kubernetes rules.
 ///
@@ -19,8 +19,9 @@ pub fn validate(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Va
             return Err(ValidationError::new(
                 format!("{field}[{key}]"),
                 format!(
-                    "invalid label value {value:?}: use at most 63 letters, digits, '-', '_' or \
-                     '.', starting and ending with a letter or digit"
+                    "invalid label value {}: use at most 63 letters, digits, '-', '_' or '.', \
+                     starting and ending with a letter or digit",
+                    quote(value)
                 ),
             ));
         }
@@ -38,9 +39,10 @@ fn validate_key(field: &str, key: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(
             field,
             format!(
-                "invalid label key {key:?}: use an optional DNS subdomain prefix and '/', then a \
+                "invalid label key {}: use an optional DNS subdomain prefix and '/', then a \
                  name of 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a \
-                 letter or digit"
+                 letter or digit",
+                quote(key)
             ),
         ));
     }
@@ -103,8 +105,9 @@ impl Selector {
             ValidationError::new(
                 field,
                 format!(
-                    "invalid label selector {text:?}: {detail}; use forms such as \
-                     'app=web,tier!=db', 'env in (prod,staging)' or '!legacy'"
+                    "invalid label selector {}: {detail}; use forms such as \
+                     'app=web,tier!=db', 'env in (prod,staging)' or '!legacy'",
+                    quote(text)
                 ),
             )
         };
@@ -122,7 +125,7 @@ impl Selector {
         }
         let selector = Self { requirements };
         for key in selector.keys() {
-            validate_key(field, key).map_err(|_| fail(format!("invalid key {key:?}")))?;
+            validate_key(field, key).map_err(|_| fail(format!("invalid key {}", quote(key))))?;
         }
         Ok(selector)
     }
@@ -201,7 +204,7 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         let head = part[..open].trim();
         let body = part[open + 1..]
             .strip_suffix(')')
-            .ok_or_else(|| format!("missing ')' in {part:?}"))?;
+            .ok_or_else(|| format!("missing ')' in {}", quote(part)))?;
         let values = body
             .split(',')
             .map(|v| plain_value(v.trim()))
@@ -212,21 +215,24 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         if let Some(key) = head.strip_suffix(" in") {
             return Ok(Requirement::In(plain_key(key.trim())?, values));
         }
-        return Err(format!("expected 'in' or 'notin' before '(' in {part:?}"));
+        return Err(format!(
+            "expected 'in' or 'notin' before '(' in {}",
+            quote(part)
+        ));
     }
     Ok(Requirement::Exists(plain_key(part)?))
 }
 
 fn plain_key(key: &str) -> Result<String, String> {
     if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['=', '!', '(', ')']) {
-        return Err(format!("invalid key {key:?}"));
+        return Err(format!("invalid key {}", quote(key)));
     }
     Ok(key.to_string())
 }
 
 fn plain_value(value: &str) -> Result<String, String> {
     if !value.is_empty() && !is_label_name(value) {
-        return Err(format!("invalid value {value:?}"));
+        return Err(format!("invalid value {}", quote(value)));
     }
     Ok(value.to_string())
 }

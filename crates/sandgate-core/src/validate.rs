@@ -25,6 +25,49 @@ impl ValidationError {
     }
 }
 
+/// Longest part of a value that error messages quote.
+const QUOTE_LIMIT: usize = 64;
+
+/// Quotes `value` for an error message, cutting it after 64 characters and saying how long it
+/// was, so that a huge input never makes a huge message.
+pub fn quote(value: &str) -> String {
+    let length = value.chars().count();
+    if length <= QUOTE_LIMIT {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTE_LIMIT).collect();
+    format!("{head:?}... ({length} characters)")
+}
+
+/// Maximum total size in bytes of a spec's command, arguments and environment. Linux limits
+/// one argument or environment string to 128 KiB (MAX_ARG_STRLEN), and the whole exec to a
+/// quarter of the stack limit, so larger specs could never start.
+pub const MAX_SPEC_BYTES: usize = 128 * 1024;
+
+/// Checks that the command, arguments and environment fit in [`MAX_SPEC_BYTES`].
+///
+/// # Errors
+/// Returns [`ValidationError`] on `field` with the size found.
+pub fn spec_size(
+    field: &str,
+    command: &[String],
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
+    let argv: usize = command.iter().chain(args).map(|arg| arg.len() + 1).sum();
+    let environment: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let total = argv + environment;
+    if total > MAX_SPEC_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "command, arguments and environment take {total} bytes, more than the maximum of                  {MAX_SPEC_BYTES}: pass large inputs through a file instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Maximum length of a DNS-1123 label.
 pub const MAX_LABEL_LEN: usize = 63;
 
@@ -46,8 +89,8 @@ pub fn dns_label(field: &str, what: &str, value: &str) -> Result<(), ValidationE
         return Err(ValidationError::new(
             field,
             format!(
-                "invalid {what} {value:?}: it has {} characters, the maximum is 63",
-                value.len()
+                "invalid {what} {}: the maximum is 63 characters",
+                quote(value)
             ),
         ));
     }
@@ -59,7 +102,7 @@ pub fn dns_label(field: &str, what: &str, value: &str) -> Result<(), ValidationE
     if !valid {
         return Err(ValidationError::new(
             field,
-            format!("invalid {what} {value:?}: {rule}"),
+            format!("invalid {what} {}: {rule}", quote(value)),
         ));
     }
     Ok(())
@@ -95,7 +138,8 @@ pub fn env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Validation
             return Err(ValidationError::new(
                 field,
                 format!(
-                    "invalid environment variable name {key:?}: use a non-empty name without '=' or NUL"
+                    "invalid environment variable name {}: use a non-empty name without '=' or NUL",
+                    quote(key)
                 ),
             ));
         }
@@ -156,6 +200,27 @@ mod tests {
         assert_eq!(workspace("workspace", ""), Ok("default".to_string()));
         assert_eq!(workspace("workspace", "team-a"), Ok("team-a".to_string()));
         assert!(workspace("workspace", "Team").is_err());
+    }
+
+    #[test]
+    fn quote_cuts_huge_values() {
+        assert_eq!(quote("web"), "\"web\"");
+        let huge = "a".repeat(100_000);
+        let quoted = quote(&huge);
+        assert!(quoted.len() < 100, "{quoted}");
+        assert!(quoted.ends_with("... (100000 characters)"), "{quoted}");
+        let error = name("name", &huge).unwrap_err();
+        assert!(error.message.len() < 200, "{}", error.message);
+    }
+
+    #[test]
+    fn spec_size_limits_total_bytes() {
+        let small = vec!["sleep".to_string(), "1".to_string()];
+        assert!(spec_size("spec", &small, &[], &BTreeMap::new()).is_ok());
+        let big = vec!["x".repeat(MAX_SPEC_BYTES)];
+        let error = spec_size("spec", &small, &big, &BTreeMap::new()).unwrap_err();
+        assert_eq!(error.field, "spec");
+        assert!(error.message.contains("131072"), "{}", error.message);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +26,9 @@ use crate::{DRIVER_NAME, KubeDriverConfig};
 /// deleted again with the shorter grace period. The API server stores deletion times in whole
 /// seconds, so a smaller difference is rounding.
 const GRACE_SLACK_SECONDS: i64 = 1;
+
+/// How long the start-up check waits for the API server before the driver starts anyway.
+const CONNECT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Kubernetes driver.
 pub struct KubeDriver {
@@ -81,7 +84,13 @@ impl KubeDriver {
         let check = ListParams::default()
             .labels(&instance_selector(&config.instance))
             .limit(1);
-        match sandboxes.list(&check).await {
+        let checked = tokio::time::timeout(CONNECT_CHECK_TIMEOUT, sandboxes.list(&check)).await;
+        let checked = checked.unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no answer within {CONNECT_CHECK_TIMEOUT:?}").into(),
+            ))
+        });
+        match checked {
             Ok(_) => {}
             Err(error) if has_code(&error, 401) || has_code(&error, 403) => {
                 return Err(driver_error(
@@ -415,14 +424,15 @@ impl Driver for KubeDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn pod(grace: i64, deletion_in: Option<i64>, now: SystemTime) -> Pod {
-        let mut pod = Pod::default();
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            termination_grace_period_seconds: Some(grace),
-            ..Default::default()
-        });
+        let mut pod = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                termination_grace_period_seconds: Some(grace),
+                ..Default::default()
+            }),
+            ..Pod::default()
+        };
         pod.metadata.deletion_timestamp = deletion_in.map(|seconds| {
             let at = now + Duration::from_secs(seconds as u64);
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at.try_into().unwrap())

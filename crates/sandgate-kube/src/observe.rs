@@ -47,7 +47,7 @@ pub fn derive(snapshot: Snapshot<'_>) -> Observed {
 
 /// Returns the Pod that the sandbox runs in now: the first one, by name, that is not being
 /// deleted.
-pub fn current_pod<'a>(pods: &'a [Pod]) -> Option<&'a Pod> {
+pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
     let mut live: Vec<&Pod> = pods.iter().filter(|pod| !is_deleting(*pod)).collect();
     live.sort_by_key(|pod| pod.name_any());
     live.first().copied()

@@ -68,16 +68,27 @@ pub fn duration_field(
     let Some(value) = value else {
         return Ok(None);
     };
-    Duration::try_from(*value).map(Some).map_err(|_| {
-        ValidationError::new(
+    // A google.protobuf.Duration is valid only with nanos in (-1e9, 1e9) and of the same sign as
+    // seconds; a negative one makes no sense for any field of this API.
+    let valid = value.seconds >= 0 && (0..1_000_000_000).contains(&value.nanos);
+    if !valid {
+        return Err(ValidationError::new(
             field,
             format!(
-                "invalid duration {}s {}ns: use a non-negative duration",
+                "invalid duration of {} s and {} ns: use a non-negative duration with nanos from 0 \
+                 to 999999999",
                 value.seconds, value.nanos
             ),
-        )
-    })
+        ));
+    }
+    Ok(Some(Duration::new(
+        value.seconds as u64,
+        value.nanos as u32,
+    )))
 }
+
+/// Maximum number of labels on one sandbox.
+pub const MAX_LABELS: usize = 64;
 
 /// Validates a create request and builds its PROVISIONING record.
 ///
@@ -90,6 +101,15 @@ pub fn new_record(
     let workspace = validate::workspace("workspace", &request.workspace)?;
     validate::name("name", &request.name)?;
     let labels: BTreeMap<String, String> = request.labels.clone().into_iter().collect();
+    if labels.len() > MAX_LABELS {
+        return Err(ValidationError::new(
+            "labels",
+            format!(
+                "{} labels given, more than the maximum of {MAX_LABELS}",
+                labels.len()
+            ),
+        ));
+    }
     labels::validate("labels", &labels)?;
 
     let spec = request.spec.clone().unwrap_or_default();
@@ -97,6 +117,7 @@ pub fn new_record(
     validate::argv("spec.args", &spec.args)?;
     let env: BTreeMap<String, String> = spec.env.into_iter().collect();
     validate::env("spec.env", &env)?;
+    validate::spec_size("spec", &spec.command, &spec.args, &env)?;
     let grace_period = duration_field("spec.grace_period", spec.grace_period.as_ref())?
         .unwrap_or(duration::DEFAULT_GRACE_PERIOD);
     duration::grace_period("spec.grace_period", grace_period)?;

@@ -117,17 +117,39 @@ impl ApiError {
     }
 }
 
+fn is_full(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull)
+    )
+}
+
+/// Longest status message sent; gRPC carries it in a header, and clients reject large headers.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
-        let message = error.to_string();
+        let mut message = error.to_string();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
         match &error {
             ApiError::Invalid(_) => Status::invalid_argument(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::AlreadyExists { .. } => Status::already_exists(message),
             ApiError::StillDeleting { .. } => Status::failed_precondition(message),
             ApiError::Store { source, .. } => match source {
-                StoreError::Corrupt { .. } | StoreError::Task(_) => Status::internal(message),
-                _ => Status::unavailable(message),
+                StoreError::Database(error) if is_full(error) => Status::resource_exhausted(
+                    format!("{message}: free space on the file system of the data directory"),
+                ),
+                StoreError::InjectedFault(_) => Status::resource_exhausted(message),
+                StoreError::NameTaken { .. } => Status::failed_precondition(message),
+                _ => Status::internal(message),
             },
             ApiError::Driver(DriverError::Unsupported { .. }) => Status::invalid_argument(message),
             ApiError::Driver(DriverError::Transient(_)) => Status::unavailable(message),

@@ -1,6 +1,8 @@
 //! Fault hooks that exist only for tests: with `SANDGATE_TEST_FAULT` set to a hook's name, the
-//! server aborts at that point, as a `kill -9` would stop it there. Production deployments leave
-//! the variable unset, and then no hook does anything.
+//! server aborts at that point, as a `kill -9` would stop it there. With
+//! `SANDGATE_TEST_STORE_FAULT_FILE` set to a path, every store write fails while that file
+//! exists, as on a full disk. Production deployments leave both variables unset, and then no
+//! hook does anything.
 
 use std::sync::OnceLock;
 
@@ -41,4 +43,20 @@ pub fn hit(fault: Fault) {
         );
         std::process::abort();
     }
+}
+
+/// Environment variable naming a file whose existence makes every store write fail.
+pub const STORE_FAULT_FILE_VARIABLE: &str = "SANDGATE_TEST_STORE_FAULT_FILE";
+
+/// Installs the store fault hook if `SANDGATE_TEST_STORE_FAULT_FILE` is set.
+pub fn install_store_fault(store: &sandgate_store::Store) {
+    let Some(path) = std::env::var_os(STORE_FAULT_FILE_VARIABLE) else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    tracing::warn!(path = %path.display(), "Test fault hook armed: store writes fail while this file exists");
+    store.set_fault_probe(Box::new(move || {
+        path.exists()
+            .then(|| "test fault: the store refuses writes while the fault file exists".to_string())
+    }));
 }

@@ -73,6 +73,7 @@ pub async fn run(
     }
 
     let store = Store::open(&config.data_dir, StoreOptions::default())?;
+    faults::install_store_fault(&store);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

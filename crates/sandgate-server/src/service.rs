@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prost::Message;
 use sandgate_core::duration;
 use sandgate_core::labels::Selector;
 use sandgate_core::validate::{self, ValidationError};
@@ -22,6 +23,8 @@ use crate::watch;
 /// Default and maximum page sizes of ListSandboxes.
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
+/// Encoded size after which a page ends early.
+const PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The service implementation.
 pub struct Service {
@@ -155,7 +158,17 @@ impl Service {
                     .as_ref()
                     .is_none_or(|(w, n)| (&record.workspace, &record.name) > (w, n))
         });
-        let page: Vec<SandboxRecord> = matching.by_ref().take(page_size).collect();
+        // Pages stop at a byte budget as well as at the page size, so that a page of large records
+        // stays below the 4 MiB message limit of gRPC clients.
+        let mut page: Vec<SandboxRecord> = Vec::new();
+        let mut bytes = 0;
+        for record in matching.by_ref() {
+            bytes += convert::sandbox(&record).encoded_len();
+            page.push(record);
+            if page.len() >= page_size || bytes >= PAGE_BYTES {
+                break;
+            }
+        }
         let next_page_token = match (page.last(), matching.next()) {
             (Some(last), Some(_)) => encode_page_token(&last.workspace, &last.name),
             _ => String::new(),

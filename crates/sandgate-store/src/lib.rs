@@ -37,6 +37,9 @@ use lock::DirectoryLock;
 /// Name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "sandgate.db";
 
+/// A test hook that returns a message while store writes should fail.
+pub type FaultProbe = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// Latest state of one sandbox, as its channel carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SandboxState {
@@ -98,6 +101,7 @@ struct Inner {
     log: RwLock<EventLog>,
     head: watch::Sender<u64>,
     fault: Mutex<Option<String>>,
+    fault_probe: Mutex<Option<FaultProbe>>,
     _lock: Option<DirectoryLock>,
 }
 
@@ -153,6 +157,7 @@ impl Store {
                 log: RwLock::new(EventLog::new(loaded.revision, options.event_log_capacity)),
                 head,
                 fault: Mutex::new(None),
+                fault_probe: Mutex::new(None),
                 _lock: lock,
             }),
         })
@@ -269,6 +274,12 @@ impl Store {
         *self.inner.fault.lock() = message;
     }
 
+    /// Consults `probe` before every write, and fails the write with its message when it returns
+    /// one. Like [`Store::inject_write_fault`], this exists only for tests.
+    pub fn set_fault_probe(&self, probe: FaultProbe) {
+        *self.inner.fault_probe.lock() = Some(probe);
+    }
+
     /// Commits a new record, assigning its revision.
     ///
     /// # Errors
@@ -331,10 +342,13 @@ where
 
 impl Inner {
     fn check_fault(&self) -> Result<(), StoreError> {
-        match self.fault.lock().as_ref() {
-            Some(message) => Err(StoreError::InjectedFault(message.clone())),
-            None => Ok(()),
+        if let Some(message) = self.fault.lock().as_ref() {
+            return Err(StoreError::InjectedFault(message.clone()));
         }
+        if let Some(message) = self.fault_probe.lock().as_ref().and_then(|probe| probe()) {
+            return Err(StoreError::InjectedFault(message));
+        }
+        Ok(())
     }
 
     fn insert(&self, mut record: SandboxRecord) -> Result<SandboxRecord, StoreError> {

@@ -41,8 +41,7 @@ def check_tools_version() -> None:
         installed = importlib.metadata.version("grpcio-tools")
     except importlib.metadata.PackageNotFoundError:
         sys.exit(
-            f"grpcio-tools is not installed: run "
-            f"`pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}`"
+            f"grpcio-tools is not installed: run `pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}`"
         )
     if installed != GRPCIO_TOOLS_VERSION:
         sys.exit(

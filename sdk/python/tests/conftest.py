@@ -10,6 +10,7 @@ import pytest
 import sandgate
 from support import Gateway
 
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield

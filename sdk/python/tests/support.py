@@ -8,6 +8,7 @@ repository.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -128,16 +129,12 @@ class Handle:
     def kill(self) -> None:
         """Kill every process of the sandbox: through the cgroup if any, else by SIGKILL."""
         if self.cgroup and Path(self.cgroup, "cgroup.kill").exists():
-            try:
+            with contextlib.suppress(OSError):
                 Path(self.cgroup, "cgroup.kill").write_text("1")
-            except OSError:
-                pass
         for process in [*descendants(self.supervisor.pid), self.supervisor]:
             if process.alive():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 class Gateway:
@@ -149,6 +146,7 @@ class Gateway:
         self.address = ""
         self.port = 0
         self._process: subprocess.Popen[str] | None = None
+        self._log_thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
         # Every handle seen, so that cleanup still finds sandboxes whose directory is gone.
         self._handles: dict[str, Handle] = {}
@@ -166,8 +164,11 @@ class Gateway:
         ]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self._process = process
         serving = threading.Event()
@@ -183,8 +184,10 @@ class Gateway:
                         self.address = match.group(1)
                         self.port = int(self.address.rsplit(":", 1)[1])
                         serving.set()
+            process.stderr.close()
 
-        threading.Thread(target=copy_log, daemon=True).start()
+        self._log_thread = threading.Thread(target=copy_log, daemon=True)
+        self._log_thread.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not serving.wait(0.05):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -206,14 +209,17 @@ class Gateway:
     def stop(self) -> None:
         """Stop the gateway with SIGTERM, and with SIGKILL if it does not exit in time."""
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if self._log_thread is not None:
+            self._log_thread.join(5)
 
     def handle(self, sandbox_id: str) -> Handle:
         """Read the process driver's handle of a sandbox, which exists once it started."""
@@ -233,10 +239,8 @@ class Gateway:
         if sandboxes.is_dir():
             for directory in sandboxes.iterdir():
                 if (directory / "handle.json").exists():
-                    try:
+                    with contextlib.suppress(OSError, ValueError, KeyError):
                         self.handle(directory.name)
-                    except (OSError, ValueError, KeyError):
-                        pass
         for handle in self._handles.values():
             handle.kill()
         deadline = time.monotonic() + 10
@@ -275,7 +279,12 @@ def wait_for_phase(
 
 
 def processes_of(gateway: Gateway, sandbox_id: str) -> tuple[Handle, set[Process]]:
-    """Return the handle and the live processes of a started sandbox; there is at least one."""
+    """Return the handle and the live processes of a started sandbox.
+
+    The supervisor and at least one process under it must be alive.
+    """
+    # NOTE: this reads the process driver's handle.json. A test run with another driver through
+    # SANDGATE_PYTEST_SERVE_ARGS needs its own check that the compute is gone.
     handle = gateway.handle(sandbox_id)
     processes = handle.processes()
     assert handle.supervisor in processes, f"supervisor of {sandbox_id} is not running"

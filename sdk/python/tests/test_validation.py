@@ -61,8 +61,9 @@ CASES: list[tuple[str, Call, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("call", "expected"), [case[1:] for case in CASES],
-                         ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(
+    ("call", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
 def test_sync_rejects_before_call(call: Call, expected: str) -> None:
     with sandgate.Client(NOWHERE) as client:
         with pytest.raises(sandgate.InvalidArgument) as caught:
@@ -83,8 +84,9 @@ ASYNC_CASES: list[tuple[str, Call, str]] = [
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("call", "expected"), [case[1:] for case in ASYNC_CASES],
-                         ids=[case[0] for case in ASYNC_CASES])
+@pytest.mark.parametrize(
+    ("call", "expected"), [case[1:] for case in ASYNC_CASES], ids=[case[0] for case in ASYNC_CASES]
+)
 async def test_async_rejects_before_call(call: Call, expected: str) -> None:
     async with sandgate.AsyncClient(NOWHERE) as client:
         with pytest.raises(sandgate.InvalidArgument) as caught:

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
@@ -35,7 +36,7 @@ MAX_GRACE_PERIOD = 3600.0
 # Deadline of calls that do not wait for a deletion or for READY.
 UNARY_RPC_TIMEOUT = 30.0
 # Extra time a waiting call's RPC deadline allows beyond the wait's own timeout, so that the
-# gateway's DEADLINE_EXCEEDED answer, which contains what the deletion waits for, arrives first.
+# gateway's DEADLINE_EXCEEDED status, which contains what the deletion waits for, arrives first.
 RPC_DEADLINE_MARGIN = 5.0
 # How long a wait keeps retrying by id after the connection to the gateway was lost.
 RECONNECT_WINDOW = 30.0
@@ -56,7 +57,7 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _HOLDER_ID = re.compile(r"\(id ([0-9a-fA-F-]{36})")
 
-_PHASE_FROM_PROTO = {
+_PHASE_FROM_PROTO: dict[int, Phase] = {
     pb.SANDBOX_PHASE_PROVISIONING: Phase.PROVISIONING,
     pb.SANDBOX_PHASE_READY: Phase.READY,
     pb.SANDBOX_PHASE_EXITED: Phase.EXITED,
@@ -64,13 +65,13 @@ _PHASE_FROM_PROTO = {
     pb.SANDBOX_PHASE_UNKNOWN: Phase.UNKNOWN,
     pb.SANDBOX_PHASE_DELETING: Phase.DELETING,
 }
-_PHASE_TO_PROTO = {phase: number for number, phase in _PHASE_FROM_PROTO.items()}
-_OUTCOME_FROM_PROTO = {
+_PHASE_TO_PROTO: dict[Phase, int] = {phase: number for number, phase in _PHASE_FROM_PROTO.items()}
+_OUTCOME_FROM_PROTO: dict[int, DeleteOutcome] = {
     pb.DELETE_OUTCOME_ACCEPTED: DeleteOutcome.ACCEPTED,
     pb.DELETE_OUTCOME_DELETED: DeleteOutcome.DELETED,
     pb.DELETE_OUTCOME_ALREADY_ABSENT: DeleteOutcome.ALREADY_ABSENT,
 }
-_EVENT_TYPE_FROM_PROTO = {
+_EVENT_TYPE_FROM_PROTO: dict[int, WatchEventType] = {
     pb.WATCH_EVENT_TYPE_ADDED: WatchEventType.ADDED,
     pb.WATCH_EVENT_TYPE_MODIFIED: WatchEventType.MODIFIED,
     pb.WATCH_EVENT_TYPE_DELETED: WatchEventType.DELETED,
@@ -83,7 +84,9 @@ _EVENT_TYPE_FROM_PROTO = {
 
 def check_dns_label(argument: str, value: object) -> str:
     """Check that `value` is a DNS-1123 label and return it."""
-    rule = "use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+    rule = (
+        "use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+    )
     if not isinstance(value, str):
         raise InvalidArgument(f"{argument} must be a str, not {type(value).__name__}: {rule}")
     if len(value) > 63:
@@ -230,7 +233,8 @@ def _from_timestamp(message: pb.Sandbox, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     timestamp: Timestamp = getattr(message, field)
-    return timestamp.ToDatetime(tzinfo=UTC)
+    value: datetime = timestamp.ToDatetime(tzinfo=UTC)
+    return value
 
 
 def to_phase(number: int) -> Phase:
@@ -293,7 +297,7 @@ def to_watch_event(message: pb.WatchEvent) -> WatchEvent | None:
 # --- Status details and error mapping.
 
 
-def _build_status_class() -> type:
+def _build_status_class() -> Any:
     """Build a message class wire-compatible with google.rpc.Status.
 
     It lives in a private descriptor pool under a private file name, so it needs no extra
@@ -341,7 +345,8 @@ def deletion_status(metadata: Iterable[tuple[str, str | bytes]] | None) -> pb.De
             status = _RpcStatus.FromString(value)
             for detail in status.details:
                 if detail.type_url == DELETION_STATUS_TYPE_URL:
-                    return pb.DeletionStatus.FromString(detail.value)
+                    report: pb.DeletionStatus = pb.DeletionStatus.FromString(detail.value)
+                    return report
         except Exception:  # noqa: BLE001 - a malformed detail only loses the extra report
             return None
     return None
@@ -350,28 +355,33 @@ def deletion_status(metadata: Iterable[tuple[str, str | bytes]] | None) -> pb.De
 def _status_code(error: grpc.RpcError) -> grpc.StatusCode:
     code = getattr(error, "code", None)
     result = code() if callable(code) else None
-    return result if isinstance(result, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    if isinstance(result, grpc.StatusCode):
+        return result
+    return grpc.StatusCode.UNKNOWN
 
 
-def _status_message(error: grpc.RpcError) -> str:
+def status_message(error: grpc.RpcError) -> str:
+    """Return the status message of a failed call."""
     details = getattr(error, "details", None)
     message = details() if callable(details) else None
-    return message or str(error)
+    return str(message) if message else str(error)
 
 
 def is_unavailable(error: grpc.RpcError) -> bool:
     """Tell whether a failed call means the gateway could not be reached or went away."""
-    return _status_code(error) == grpc.StatusCode.UNAVAILABLE
+    return bool(_status_code(error) == grpc.StatusCode.UNAVAILABLE)
 
 
 def is_deadline_exceeded(error: grpc.RpcError) -> bool:
     """Tell whether a call ended with DEADLINE_EXCEEDED."""
-    return _status_code(error) == grpc.StatusCode.DEADLINE_EXCEEDED
+    return bool(_status_code(error) == grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def gateway_unavailable(target: str, error: grpc.RpcError | None, context: str) -> GatewayUnavailable:
-    """Build the error for a gateway that cannot be reached; `context` says what was attempted."""
-    detail = f": {_status_message(error)}" if error is not None else ""
+def gateway_unavailable(
+    target: str, error: grpc.RpcError | None, context: str
+) -> GatewayUnavailable:
+    """Build the error for an unreachable gateway. `context` describes what was attempted."""
+    detail = f": {status_message(error)}" if error is not None else ""
     return GatewayUnavailable(
         f"the sandgate gateway at {target} is unavailable ({context}){detail}", target=target
     )
@@ -385,7 +395,7 @@ def deletion_timeout(
     if status is None:
         return DeletionTimeout(
             f"the wait for the deletion of sandbox {sandbox_id} timed out before the gateway "
-            f"reported what it waits for: {_status_message(error)}; the deletion continues, "
+            f"reported what it waits for: {status_message(error)}; the deletion continues, "
             f"call wait_deleted({sandbox_id!r}) to wait again",
             id=sandbox_id,
         )
@@ -393,7 +403,7 @@ def deletion_timeout(
     if status.HasField("reason_since"):
         reason_since = status.reason_since.ToDatetime(tzinfo=UTC)
     return DeletionTimeout(
-        f"{_status_message(error)}; the deletion continues, call "
+        f"{status_message(error)}; the deletion continues, call "
         f"wait_deleted({status.id or sandbox_id!r}) to wait again",
         id=status.id or sandbox_id,
         reason=status.phase_reason,
@@ -405,7 +415,7 @@ def deletion_timeout(
 def map_error(error: grpc.RpcError, target: str) -> SandgateError:
     """Convert a failed call to the SDK's exception for its status code."""
     code = _status_code(error)
-    message = _status_message(error)
+    message = status_message(error)
     name = code.name
     if code == grpc.StatusCode.NOT_FOUND:
         return SandboxNotFound(message, code=name)
@@ -424,18 +434,19 @@ def map_error(error: grpc.RpcError, target: str) -> SandgateError:
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return SandgateError(
-            f"the sandgate gateway at {target} did not answer in time: {message}", code=name
+            f"the sandgate gateway at {target} did not respond in time: {message}", code=name
         )
-    return SandgateError(f"the sandgate gateway at {target} answered {name}: {message}", code=name)
+    return SandgateError(f"the sandgate gateway at {target} returned {name}: {message}", code=name)
 
 
 def is_connect_failure(error: grpc.RpcError) -> bool:
     """Tell whether a call failed because no connection to the gateway could be made.
 
-    Such a call never reached the gateway, unlike one the gateway answered UNAVAILABLE because it
-    is shutting down, or one whose connection broke while it ran.
+    Such a call never reached the gateway, unlike one the gateway rejected with UNAVAILABLE because
+    it is shutting down, or one whose connection broke while it ran.
     """
-    # NOTE: gRPC core reports this case only in the message text ("failed to connect to all
-    # addresses" in grpcio 1.85); another wording would make a first wait retry, not raise at once.
-    message = _status_message(error)
+    # NOTE: gRPC core reports this case only in the message text, "failed to connect to all
+    # addresses" in grpcio 1.85. If a later version words it otherwise, a first wait that cannot
+    # connect retries for up to RECONNECT_WINDOW instead of raising at once.
+    message = status_message(error)
     return "failed to connect" in message or "DNS resolution failed" in message

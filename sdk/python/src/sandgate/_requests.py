@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from . import _core
 from ._proto import sandgate_pb2 as pb
-from .errors import SandboxNotReady
+from .errors import InvalidArgument, SandboxNotReady
 from .models import Phase, Sandbox
 
 
@@ -26,7 +26,7 @@ def create_request(
     _core.check_dns_label("name", name)
     argv = _core.check_command(command)
     if image is not None and not isinstance(image, str):
-        raise _core.InvalidArgument(f"image must be a str or None, not {image!r}")
+        raise InvalidArgument(f"image must be a str or None, not {image!r}")
     label_map = _core.check_string_map("labels", labels)
     env_map = _core.check_string_map("env", env)
     grace = _core.check_grace_period(grace_period)
@@ -45,20 +45,21 @@ def list_request(
     page_size: int,
 ) -> pb.ListSandboxesRequest:
     if label_selector is not None and not isinstance(label_selector, str):
-        raise _core.InvalidArgument(
+        raise InvalidArgument(
             f"label_selector must be a str such as 'team=ml', not {label_selector!r}"
         )
     phases = _core.check_phases(phase)
     _core.check_flag("all_workspaces", all_workspaces)
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 1000:
-        raise _core.InvalidArgument(f"invalid page_size {page_size!r}: use 1 to 1000")
-    return pb.ListSandboxesRequest(
+        raise InvalidArgument(f"invalid page_size {page_size!r}: use 1 to 1000")
+    request = pb.ListSandboxesRequest(
         workspace=workspace,
         all_workspaces=all_workspaces,
         label_selector=label_selector or "",
-        phases=phases,
         page_size=page_size,
     )
+    request.phases.extend(phases)
+    return request
 
 
 def delete_request(
@@ -100,7 +101,7 @@ def watch_request(
         or not isinstance(resume_revision, int)
         or resume_revision < 0
     ):
-        raise _core.InvalidArgument(
+        raise InvalidArgument(
             f"invalid resume_revision {resume_revision!r}: use the revision of an event, or 0"
         )
     if timeout is not None:
@@ -109,7 +110,7 @@ def watch_request(
         workspace=workspace, all_workspaces=all_workspaces, resume_revision=resume_revision
     )
     if name is not None and id is not None:
-        raise _core.InvalidArgument(f"give either name or id, not both (name={name!r}, id={id!r})")
+        raise InvalidArgument(f"give either name or id, not both (name={name!r}, id={id!r})")
     if name is not None:
         request.name = _core.check_dns_label("name", name)
     elif id is not None:
@@ -141,3 +142,13 @@ def ready_timeout(sandbox: Sandbox) -> SandboxNotReady:
         sandbox=sandbox,
         code="DEADLINE_EXCEEDED",
     )
+
+
+def attach_context(delete_error: BaseException, body_error: BaseException) -> None:
+    """Make the body's exception the shown `__context__` of the delete error raised on exit.
+
+    The SDK raises its errors `from None`, which would hide the body's exception otherwise.
+    """
+    if delete_error is not body_error:
+        delete_error.__context__ = body_error
+        delete_error.__suppress_context__ = False

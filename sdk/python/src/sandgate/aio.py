@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import grpc.aio
@@ -15,6 +15,7 @@ import grpc.aio
 from . import _core, _requests
 from ._proto import sandgate_pb2 as pb
 from ._proto import sandgate_pb2_grpc as pb_grpc
+from .errors import InvalidArgument
 from .models import DeleteOutcome, DeleteResult, Phase, Sandbox, WatchEvent, WatchEventType
 
 logger = logging.getLogger("sandgate")
@@ -38,7 +39,7 @@ class AsyncClient:
         No call is made here: an unreachable gateway is reported by the first call.
         """
         if not isinstance(target, str) or not target:
-            raise _core.InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
+            raise InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
         self._target = target
         self._workspace = _core.check_dns_label("workspace", workspace)
         self._channel = grpc.aio.insecure_channel(target, options=_core.CHANNEL_OPTIONS)
@@ -55,10 +56,10 @@ class AsyncClient:
         return self._workspace
 
     async def close(self) -> None:
-        """Close the channel. Calls in progress fail with GatewayUnavailable."""
+        """Close the channel. Calls in progress are cancelled and raise SandgateError."""
         await self._channel.close()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -68,7 +69,7 @@ class AsyncClient:
         try:
             return await method(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise _core.map_error(error, self._target) from error
+            raise _core.map_error(error, self._target) from None
 
     # --- Create and read.
 
@@ -124,8 +125,8 @@ class AsyncClient:
                 _requests.raise_if_not_starting(sandbox)
         except grpc.RpcError as error:
             if _core.is_deadline_exceeded(error):
-                raise _requests.ready_timeout(sandbox) from error
-            raise _core.map_error(error, self._target) from error
+                raise _requests.ready_timeout(sandbox) from None
+            raise _core.map_error(error, self._target) from None
         finally:
             stream.cancel()
         raise _requests.removed_while_waiting(sandbox)
@@ -187,8 +188,8 @@ class AsyncClient:
             if _core.is_unavailable(error):
                 raise _core.gateway_unavailable(
                     self._target, error, "the deletion was not requested"
-                ) from error
-            raise _core.map_error(error, self._target) from error
+                ) from None
+            raise _core.map_error(error, self._target) from None
         result = _core.to_delete_result(response)
         if not wait or result.outcome != DeleteOutcome.ACCEPTED:
             return result
@@ -203,7 +204,7 @@ class AsyncClient:
     async def _wait_removed(
         self, sandbox_id: str, deadline: float, gateway_reached: bool
     ) -> DeleteResult:
-        """Call WaitSandboxDeleted by id until an answer; see `Client._wait_removed`."""
+        """Call WaitSandboxDeleted by id until it returns; see `Client._wait_removed`."""
         lost_at: float | None = None
         retry_delay = _core.INITIAL_RETRY_DELAY
         while True:
@@ -219,13 +220,13 @@ class AsyncClient:
             except grpc.aio.AioRpcError as error:
                 if _core.is_deadline_exceeded(error):
                     metadata = error.trailing_metadata()
-                    raise _core.deletion_timeout(error, sandbox_id, metadata) from error
+                    raise _core.deletion_timeout(error, sandbox_id, metadata) from None
                 if not _core.is_unavailable(error):
-                    raise _core.map_error(error, self._target) from error
+                    raise _core.map_error(error, self._target) from None
                 if not gateway_reached and _core.is_connect_failure(error):
                     raise _core.gateway_unavailable(
                         self._target, error, f"could not start waiting for sandbox {sandbox_id}"
-                    ) from error
+                    ) from None
                 gateway_reached = True
                 now = time.monotonic()
                 if lost_at is None:
@@ -240,14 +241,17 @@ class AsyncClient:
                         f"lost while waiting for the deletion of sandbox {sandbox_id} and not "
                         f"back after {now - lost_at:.1f} s; the deletion continues when the "
                         f"gateway runs again, call wait_deleted({sandbox_id!r})",
-                    ) from error
-                logger.warning(
+                    ) from None
+                # The first loss is a warning, and the retries that follow are logged at DEBUG.
+                logger.log(
+                    logging.WARNING if now == lost_at else logging.DEBUG,
                     "sandgate gateway at %s unavailable while waiting for sandbox %s: %s; "
-                    "retrying in %.1f s",
+                    "retrying in %.1f s for up to %.0f s",
                     self._target,
                     sandbox_id,
-                    error.details(),
+                    _core.status_message(error),
                     retry_delay,
+                    retry_until - now,
                 )
                 await asyncio.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, _core.MAX_RETRY_DELAY)
@@ -283,7 +287,7 @@ class AsyncClient:
                 if event is not None:
                     yield event
         except grpc.RpcError as error:
-            raise _core.map_error(error, self._target) from error
+            raise _core.map_error(error, self._target) from None
         finally:
             stream.cancel()
 
@@ -304,8 +308,9 @@ class AsyncClient:
     ) -> AsyncIterator[Sandbox]:
         """Create a sandbox, wait until READY, yield it, and delete it on exit.
 
-        The exit deletes and waits also when the body raised or was cancelled; see
-        `Client.sandbox` for how a failed delete is raised.
+        The exit deletes and waits also when the body raised or was cancelled, and a
+        cancellation during that wait is raised again after it. See `Client.sandbox` for how a
+        failed delete is raised.
         """
         _core.check_timeout("delete_timeout", delete_timeout)
         created = await self.create(
@@ -320,12 +325,15 @@ class AsyncClient:
         try:
             ready = await self._wait_ready(created, time.monotonic() + ready_timeout)
             yield ready
-        except BaseException:
-            # A delete failure raised here gets the body's exception as __context__. The delete
-            # is shielded so that a cancelled body still waits until the sandbox is gone.
-            await _shielded(self.delete(id=created.id, timeout=delete_timeout))
+        except BaseException as body_error:
+            # The delete is shielded so that a cancelled body still waits until it is gone.
+            try:
+                await _shielded(self.delete(id=created.id, timeout=delete_timeout))
+            except BaseException as delete_error:
+                _requests.attach_context(delete_error, body_error)
+                raise
             raise
-        await self.delete(id=created.id, timeout=delete_timeout)
+        await _shielded(self.delete(id=created.id, timeout=delete_timeout))
 
 
 async def _shielded(call: Any) -> Any:

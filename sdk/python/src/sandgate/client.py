@@ -6,14 +6,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
-from . import _core
-from . import _requests
+from . import _core, _requests
 from ._proto import sandgate_pb2 as pb
 from ._proto import sandgate_pb2_grpc as pb_grpc
+from .errors import InvalidArgument
 from .models import DeleteOutcome, DeleteResult, Phase, Sandbox, WatchEvent, WatchEventType
 
 logger = logging.getLogger("sandgate")
@@ -36,7 +36,7 @@ class Client:
         No call is made here: an unreachable gateway is reported by the first call.
         """
         if not isinstance(target, str) or not target:
-            raise _core.InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
+            raise InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
         self._target = target
         self._workspace = _core.check_dns_label("workspace", workspace)
         self._channel = grpc.insecure_channel(target, options=_core.CHANNEL_OPTIONS)
@@ -53,10 +53,10 @@ class Client:
         return self._workspace
 
     def close(self) -> None:
-        """Close the channel. Calls in progress fail with GatewayUnavailable."""
+        """Close the channel. Calls in progress are cancelled and raise SandgateError."""
         self._channel.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -66,7 +66,7 @@ class Client:
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise _core.map_error(error, self._target) from error
+            raise _core.map_error(error, self._target) from None
 
     # --- Create and read.
 
@@ -135,8 +135,8 @@ class Client:
                 _requests.raise_if_not_starting(sandbox)
         except grpc.RpcError as error:
             if _core.is_deadline_exceeded(error):
-                raise _requests.ready_timeout(sandbox) from error
-            raise _core.map_error(error, self._target) from error
+                raise _requests.ready_timeout(sandbox) from None
+            raise _core.map_error(error, self._target) from None
         finally:
             stream.cancel()
         raise _requests.removed_while_waiting(sandbox)
@@ -144,12 +144,14 @@ class Client:
     def get(self, name: str | None = None, *, id: str | None = None) -> Sandbox:
         """Return the sandbox with this name (in the client's workspace) or this id.
 
-        Give exactly one of `name` and `id`. Raises SandboxNotFound if none matches, which is
-        also the answer for a sandbox that was removed.
+        Give exactly one of `name` and `id`. Raises SandboxNotFound if none matches, also for a
+        sandbox that was removed.
         """
         target = _core.sandbox_ref(self._workspace, name, id)
         request = pb.GetSandboxRequest(target=target)
-        return _core.to_sandbox(self._unary(self._stub.GetSandbox, request, _core.UNARY_RPC_TIMEOUT))
+        return _core.to_sandbox(
+            self._unary(self._stub.GetSandbox, request, _core.UNARY_RPC_TIMEOUT)
+        )
 
     def list(
         self,
@@ -194,16 +196,18 @@ class Client:
     ) -> DeleteResult:
         """Delete the sandbox with this name or id, and by default wait until it is gone.
 
-        The deletion is recorded first; with `wait` the client then waits by the sandbox's id,
-        so a new sandbox created under the same name cannot end the wait. A delete of a
-        sandbox already being deleted joins that deletion. `grace_period` (seconds) and `force`
-        can only hasten a deletion under way.
+        The gateway records the deletion first. With `wait`, the client then waits by the
+        sandbox's id, so a new sandbox created under the same name cannot end the wait. A delete
+        of a sandbox already being deleted joins that deletion. `grace_period` (seconds) and
+        `force` can only hasten a deletion under way.
 
         Returns the outcome: DELETED once every process is gone, ACCEPTED with `wait=False`,
         or ALREADY_ABSENT with `ignore_not_found` when nothing matched. Raises DeletionTimeout
-        (with the id and what the deletion waits for) after `timeout` seconds, and
-        GatewayUnavailable if the gateway cannot be reached at the start, or is lost during
-        the wait for longer than 30 s. In both cases the deletion goes on in the gateway.
+        (with the id and what the deletion waits for) after `timeout` seconds. Raises
+        GatewayUnavailable at once if the gateway cannot be reached at the start, and then
+        nothing was recorded. If the connection is lost during the wait, the client retries by
+        id for up to 30 s (never past `timeout`) before it raises GatewayUnavailable. After a
+        timeout or a lost connection the deletion goes on in the gateway.
         """
         request = _requests.delete_request(
             self._workspace, name, id, wait, timeout, grace_period, force, ignore_not_found
@@ -215,8 +219,8 @@ class Client:
             if _core.is_unavailable(error):
                 raise _core.gateway_unavailable(
                     self._target, error, "the deletion was not requested"
-                ) from error
-            raise _core.map_error(error, self._target) from error
+                ) from None
+            raise _core.map_error(error, self._target) from None
         result = _core.to_delete_result(response)
         if not wait or result.outcome != DeleteOutcome.ACCEPTED:
             return result
@@ -233,8 +237,10 @@ class Client:
         timeout = _core.check_timeout("timeout", timeout)
         return self._wait_removed(id, time.monotonic() + timeout, gateway_reached=False)
 
-    def _wait_removed(self, sandbox_id: str, deadline: float, gateway_reached: bool) -> DeleteResult:
-        """Call WaitSandboxDeleted by id until an answer, retrying while the gateway is away.
+    def _wait_removed(
+        self, sandbox_id: str, deadline: float, gateway_reached: bool
+    ) -> DeleteResult:
+        """Call WaitSandboxDeleted by id until it returns, retrying while the gateway is away.
 
         Retries stop RECONNECT_WINDOW seconds after the connection was lost, and early enough
         that the last wait, of at least the gateway's minimum of 1 s, ends by `deadline`.
@@ -253,14 +259,14 @@ class Client:
                 return _core.to_delete_result(response)
             except grpc.RpcError as error:
                 if _core.is_deadline_exceeded(error):
-                    metadata = error.trailing_metadata()  # type: ignore[attr-defined]
-                    raise _core.deletion_timeout(error, sandbox_id, metadata) from error
+                    metadata = error.trailing_metadata()
+                    raise _core.deletion_timeout(error, sandbox_id, metadata) from None
                 if not _core.is_unavailable(error):
-                    raise _core.map_error(error, self._target) from error
+                    raise _core.map_error(error, self._target) from None
                 if not gateway_reached and _core.is_connect_failure(error):
                     raise _core.gateway_unavailable(
                         self._target, error, f"could not start waiting for sandbox {sandbox_id}"
-                    ) from error
+                    ) from None
                 gateway_reached = True
                 now = time.monotonic()
                 if lost_at is None:
@@ -275,14 +281,17 @@ class Client:
                         f"lost while waiting for the deletion of sandbox {sandbox_id} and not "
                         f"back after {now - lost_at:.1f} s; the deletion continues when the "
                         f"gateway runs again, call wait_deleted({sandbox_id!r})",
-                    ) from error
-                logger.warning(
+                    ) from None
+                # The first loss is a warning, and the retries that follow are logged at DEBUG.
+                logger.log(
+                    logging.WARNING if now == lost_at else logging.DEBUG,
                     "sandgate gateway at %s unavailable while waiting for sandbox %s: %s; "
-                    "retrying in %.1f s",
+                    "retrying in %.1f s for up to %.0f s",
                     self._target,
                     sandbox_id,
-                    error.details() if hasattr(error, "details") else error,
+                    _core.status_message(error),
                     retry_delay,
+                    retry_until - now,
                 )
                 time.sleep(retry_delay)
                 retry_delay = min(retry_delay * 2, _core.MAX_RETRY_DELAY)
@@ -323,7 +332,7 @@ class Client:
                 if event is not None:
                     yield event
         except grpc.RpcError as error:
-            raise _core.map_error(error, self._target) from error
+            raise _core.map_error(error, self._target) from None
         finally:
             stream.cancel()
 
@@ -362,9 +371,12 @@ class Client:
         try:
             ready = self._wait_ready(created, time.monotonic() + ready_timeout)
             yield ready
-        except BaseException:
-            # A delete failure raised here gets the body's exception as __context__.
-            self.delete(id=created.id, timeout=delete_timeout)
+        except BaseException as body_error:
+            try:
+                self.delete(id=created.id, timeout=delete_timeout)
+            except BaseException as delete_error:
+                _requests.attach_context(delete_error, body_error)
+                raise
             raise
         self.delete(id=created.id, timeout=delete_timeout)
 

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 class SandgateError(Exception):
     """Base class of every error the SDK raises.
 
-    `code` is the name of the gRPC status code the gateway answered with, such as "INTERNAL", or
-    None for errors found before any call.
+    `code` is the name of the gRPC status code the gateway returned, such as "INTERNAL", or None
+    for errors found before any call.
     """
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
@@ -25,8 +25,8 @@ class SandgateError(Exception):
 class InvalidArgument(SandgateError, ValueError):
     """An argument is invalid.
 
-    The SDK raises it before any call for the checks it can make itself, and for the gateway's
-    INVALID_ARGUMENT answers. It is a ValueError, so `except ValueError` catches it too.
+    The SDK raises it before any call for the checks it can make itself, and when the gateway
+    returns INVALID_ARGUMENT. It is a ValueError, so `except ValueError` catches it too.
     """
 
 
@@ -67,7 +67,7 @@ class DeletionTimeout(SandgateError, TimeoutError):
 
     The deletion goes on in the gateway: wait again with `wait_deleted(error.id)`. `reason` is
     what the deletion still waits for, `phase` and `reason_since` come from the same report.
-    They are None when the gateway's answer carried no report.
+    They are None when the gateway's status carried no report.
     """
 
     def __init__(
