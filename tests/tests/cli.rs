@@ -142,6 +142,7 @@ fn delete_timeout_names_what_remains() {
     let message = stderr(&output);
     assert!(message.contains("still present"), "{message}");
     assert!(message.contains("SIGTERM"), "{message}");
+    assert!(message.contains("the deletion continues"), "{message}");
 
     let listed = stdout(&gateway.cli(&["list"]));
     assert!(
@@ -233,4 +234,38 @@ fn serve_rejects_non_loopback_listen() {
     let message = stderr(&output);
     assert!(message.contains("0.0.0.0:7878"), "{message}");
     assert!(message.contains("loopback"), "{message}");
+}
+
+#[test]
+fn delete_by_selector_removes_matches_only() {
+    let gateway = Gateway::start();
+    for (name, team) in [("m1", "ml"), ("m2", "ml"), ("o1", "ops")] {
+        let label = format!("team={team}");
+        let output = gateway.cli(&["create", name, "--label", &label, "--", "sleep", "1000"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let output = gateway.cli(&["delete", "-l", "team=ml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).lines().count(), 2, "{}", stdout(&output));
+
+    let names: Vec<String> = stdout(&gateway.cli(&["list"]))
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["o1"]);
+
+    let none = gateway.cli(&["delete", "-l", "team=ml"]);
+    assert!(none.status.success());
+    assert!(
+        stderr(&none).contains("No sandboxes found"),
+        "{}",
+        stderr(&none)
+    );
+
+    let all = gateway.cli(&["delete", "--all"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let empty = gateway.cli(&["list"]);
+    assert_eq!(stdout(&empty), "", "an empty list prints no table");
+    assert!(stderr(&empty).contains("No sandboxes found in workspace \"default\""));
 }

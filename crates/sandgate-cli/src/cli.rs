@@ -275,15 +275,23 @@ pub struct ListArgs {
 
 /// Arguments of `sandgate delete`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("targets").required(true).args(["names", "ids"])))]
+#[command(group(ArgGroup::new("targets").required(true).args(["names", "ids", "selector", "all"])))]
 pub struct DeleteArgs {
     /// Names of the sandboxes.
-    #[arg(value_name = "NAME", value_parser = parse_name, conflicts_with = "ids")]
+    #[arg(value_name = "NAME", value_parser = parse_name, conflicts_with_all = ["ids", "selector", "all"])]
     pub names: Vec<String>,
 
     /// Id of a sandbox to delete, in place of names. Repeat for more ids.
-    #[arg(long = "id", value_name = "ID", value_parser = parse_id)]
+    #[arg(long = "id", value_name = "ID", value_parser = parse_id, conflicts_with_all = ["selector", "all"])]
     pub ids: Vec<String>,
+
+    /// Delete every sandbox of the workspace that matches this label selector.
+    #[arg(short = 'l', long, value_name = "SELECTOR", value_parser = parse_selector, conflicts_with = "all")]
+    pub selector: Option<String>,
+
+    /// Delete every sandbox of the workspace.
+    #[arg(long)]
+    pub all: bool,
 
     /// Return once each deletion is recorded, without waiting for the compute to be gone.
     #[arg(long)]

@@ -109,14 +109,9 @@ fn ready_check(sandbox: &Sandbox) -> Result<bool, Failure> {
         Ok(SandboxPhase::Error) => Err(Failure::failed(format!(
             "sandbox {name:?} failed before it was ready: {reason}"
         ))),
-        Ok(SandboxPhase::Exited) => {
-            let code = sandbox
-                .exit_code
-                .map_or(String::new(), |code| format!(" (exit code {code})"));
-            Err(Failure::failed(format!(
-                "sandbox {name:?} exited before it was ready{code}: {reason}"
-            )))
-        }
+        Ok(SandboxPhase::Exited) => Err(Failure::failed(format!(
+            "sandbox {name:?} exited before it was ready: {reason}"
+        ))),
         Ok(SandboxPhase::Deleting) => Err(Failure::failed(format!(
             "sandbox {name:?} is being deleted, so it will not become ready"
         ))),
@@ -213,17 +208,14 @@ pub async fn get(args: GetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs `sandgate list`, following `next_page_token` until the last page.
-pub async fn list(args: ListArgs) -> Result<(), Failure> {
-    let mut connection = client::connect(&args.client.server).await?;
-    let mut request = ListSandboxesRequest {
-        workspace: args.client.workspace.clone(),
-        all_workspaces: args.all_workspaces,
-        label_selector: args.selector.clone().unwrap_or_default(),
-        phases: args.phases.iter().map(|p| p.to_proto() as i32).collect(),
-        page_size: 0,
-        page_token: String::new(),
-    };
+/// Returns every sandbox that `request` matches, following `next_page_token` to the last page.
+///
+/// # Errors
+/// Returns the [`Failure`] of the first page that fails.
+pub async fn list_all(
+    connection: &mut client::Client,
+    mut request: ListSandboxesRequest,
+) -> Result<Vec<Sandbox>, Failure> {
     let mut sandboxes = Vec::new();
     loop {
         let page = connection
@@ -234,9 +226,39 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
             .into_inner();
         sandboxes.extend(page.sandboxes);
         if page.next_page_token.is_empty() {
-            break;
+            return Ok(sandboxes);
         }
         request.page_token = page.next_page_token;
+    }
+}
+
+/// Returns the line printed, as kubectl does, when nothing matches.
+pub fn no_sandboxes_message(workspace: &str, all_workspaces: bool) -> String {
+    if all_workspaces {
+        "No sandboxes found.".to_string()
+    } else {
+        format!("No sandboxes found in workspace {workspace:?}.")
+    }
+}
+
+/// Runs `sandgate list`, following `next_page_token` until the last page.
+pub async fn list(args: ListArgs) -> Result<(), Failure> {
+    let mut connection = client::connect(&args.client.server).await?;
+    let request = ListSandboxesRequest {
+        workspace: args.client.workspace.clone(),
+        all_workspaces: args.all_workspaces,
+        label_selector: args.selector.clone().unwrap_or_default(),
+        phases: args.phases.iter().map(|p| p.to_proto() as i32).collect(),
+        page_size: 0,
+        page_token: String::new(),
+    };
+    let sandboxes = list_all(&mut connection, request).await?;
+    if sandboxes.is_empty() && args.output == OutputFormat::Table {
+        eprintln!(
+            "{}",
+            no_sandboxes_message(&args.client.workspace, args.all_workspaces)
+        );
+        return Ok(());
     }
     match args.output {
         OutputFormat::Table => print!(

@@ -11,8 +11,9 @@ use prost_types::Timestamp;
 use sandgate_core::duration;
 use sandgate_proto::v1::sandbox_service_client::SandboxServiceClient;
 use sandgate_proto::v1::{
-    DeleteOutcome, DeleteSandboxRequest, DeleteSandboxResponse, DeletionStatus, Sandbox,
-    WaitSandboxDeletedRequest, WatchSandboxesRequest, watch_sandboxes_request,
+    DeleteOutcome, DeleteSandboxRequest, DeleteSandboxResponse, DeletionStatus,
+    ListSandboxesRequest, Sandbox, WaitSandboxDeletedRequest, WatchSandboxesRequest,
+    watch_sandboxes_request,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -22,7 +23,7 @@ use crate::cli::DeleteArgs;
 use crate::client::{
     self, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, Failure, Target, describe, effective_code,
 };
-use crate::commands::{RECONNECT_WINDOW, UNARY_TIMEOUT, proto_duration};
+use crate::commands::{self, RECONNECT_WINDOW, UNARY_TIMEOUT, proto_duration};
 use crate::{output, timefmt};
 
 /// Extra time the RPC deadline allows beyond the wait's own timeout, so that the gateway's
@@ -66,7 +67,30 @@ type Rows = Arc<Mutex<Vec<Row>>>;
 /// Runs `sandgate delete`.
 pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     let deadline = Instant::now() + args.timeout;
-    let targets: Vec<Target> = if args.ids.is_empty() {
+    let mut connection = client::connect(&args.client.server).await?;
+    let server = connection.server.clone();
+
+    let targets: Vec<Target> = if args.selector.is_some() || args.all {
+        // Matching sandboxes are addressed by id, so that a sandbox created under a matching
+        // name after the list is not deleted by accident.
+        let request = ListSandboxesRequest {
+            workspace: args.client.workspace.clone(),
+            label_selector: args.selector.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let matching = commands::list_all(&mut connection, request).await?;
+        if matching.is_empty() {
+            eprintln!(
+                "{}",
+                commands::no_sandboxes_message(&args.client.workspace, false)
+            );
+            return Ok(());
+        }
+        matching
+            .into_iter()
+            .map(|sandbox| Target::Id(sandbox.id))
+            .collect()
+    } else if args.ids.is_empty() {
         args.names
             .iter()
             .map(|name| Target::Name {
@@ -78,8 +102,6 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         args.ids.iter().cloned().map(Target::Id).collect()
     };
 
-    let mut connection = client::connect(&args.client.server).await?;
-    let server = connection.server.clone();
     let mut results: Vec<Option<Result<String, Failure>>> = vec![None; targets.len()];
     let mut pending = Vec::new();
     let rows: Rows = Arc::default();
@@ -259,6 +281,16 @@ fn still_present(label: &str, timeout: Duration, row: &Row, now: SystemTime) -> 
     }
 }
 
+impl Failure {
+    /// Adds that the deletion of `id` goes on after the wait ended, and how to wait again.
+    fn continues(mut self, id: &str) -> Self {
+        self.message.push_str(&format!(
+            "; the deletion continues: run `sandgate delete --id {id}` to wait again"
+        ));
+        self
+    }
+}
+
 /// Waits until the gateway confirms that `item` is gone, retrying by id while the gateway is
 /// away for up to [`RECONNECT_WINDOW`], and never past `deadline`.
 async fn wait_deleted(
@@ -283,12 +315,9 @@ async fn wait_deleted(
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining < MIN_WAIT {
             finish("still present");
-            return Err(still_present(
-                label,
-                timeout,
-                &last_row(),
-                SystemTime::now(),
-            ));
+            return Err(
+                still_present(label, timeout, &last_row(), SystemTime::now()).continues(id),
+            );
         }
         let mut request = tonic::Request::new(WaitSandboxDeletedRequest {
             id: id.clone(),
@@ -328,12 +357,9 @@ async fn wait_deleted(
                     row.reason_since = detail.reason_since;
                 }
                 finish("still present");
-                return Err(still_present(
-                    label,
-                    timeout,
-                    &last_row(),
-                    SystemTime::now(),
-                ));
+                return Err(
+                    still_present(label, timeout, &last_row(), SystemTime::now()).continues(id),
+                );
             }
             Code::Unavailable => {
                 // An attempt that ran a while had reached the gateway, so a new outage begins.

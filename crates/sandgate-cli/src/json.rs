@@ -32,6 +32,7 @@ pub fn sandbox(sandbox: &Sandbox) -> Value {
         ("reasonSince", &sandbox.reason_since),
         ("createdAt", &sandbox.created_at),
         ("deletionRequestedAt", &sandbox.deletion_requested_at),
+        ("killAt", &sandbox.kill_at),
     ];
     for (key, timestamp) in timestamps {
         if let Some(timestamp) = timestamp {
@@ -147,6 +148,7 @@ mod tests {
                 nanos: 0,
             }),
             deletion_requested_at: None,
+            kill_at: None,
             exit_code: Some(0),
             driver: Some(DriverDetails {
                 driver: "process".into(),

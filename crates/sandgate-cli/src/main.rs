@@ -63,6 +63,13 @@ fn report_parse_error(error: &clap::Error) -> ExitCode {
 
 /// Runs a client command on a single-threaded runtime.
 fn run_client(command: Command) -> Result<(), Failure> {
+    // Rust ignores SIGPIPE, which turns a closed stdout (`sandgate watch | head`) into a panic at
+    // the next print. Client commands end quietly instead, as other command-line tools do.
+    // SAFETY: signal(2) with SIG_DFL installs no handler, and no other thread runs yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -152,7 +152,7 @@ impl KubeDriver {
     }
 
     /// Deletes the Sandbox `name` with `uid` and the propagation policy. A 404 means it is
-    /// already gone; a 409 from the UID precondition means another object holds the name now.
+    /// already gone; a 409 from the UID precondition means another object has the name now.
     async fn delete_sandbox(
         &self,
         name: &str,

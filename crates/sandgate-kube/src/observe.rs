@@ -1,4 +1,4 @@
-//! The pure mapping from what the cluster holds for one sandbox (its Sandbox and its Pods) to
+//! The pure mapping from the objects that the cluster has for one sandbox (its Sandbox and its Pods) to
 //! an [`Observed`] value. Nothing here performs I/O, so every case is unit-tested with synthetic
 //! objects.
 //!
@@ -20,7 +20,7 @@ pub const RECREATING_REASON: &str =
 /// Reason shown before the controller has written any condition.
 pub const WAITING_FOR_CONTROLLER_REASON: &str = "waiting for the sandbox controller";
 
-/// What the cluster holds for one sandbox, as read by the driver.
+/// Objects that the cluster has for one sandbox, as read by the driver.
 #[derive(Clone, Copy, Debug)]
 pub struct Snapshot<'a> {
     /// The Sandbox, if it exists (with the recorded UID, when one is recorded).

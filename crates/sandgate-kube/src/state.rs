@@ -37,7 +37,7 @@ pub struct View {
     pub known: HashSet<SandboxId>,
 }
 
-/// What the driver and its watchers share.
+/// State shared by the driver and its watchers.
 pub struct Shared {
     /// Namespace of every object.
     pub namespace: String,
@@ -49,7 +49,7 @@ pub struct Shared {
     pub pods: Api<Pod>,
     /// The watchers' view.
     pub view: Mutex<View>,
-    /// Where observations go, once the server started the driver.
+    /// Channel for observations, set once the server has started the driver.
     pub sink: Mutex<Option<mpsc::UnboundedSender<Observation>>>,
 }
 

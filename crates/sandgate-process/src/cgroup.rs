@@ -61,6 +61,11 @@ pub fn parse_own_cgroup(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Returns the mount point of the cgroup2 file system of this process, if one is mounted.
+pub fn mount_point() -> Option<PathBuf> {
+    parse_cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
 /// Finds a cgroup v2 directory under which the driver can create sandbox cgroups, named
 /// `sandgate-<tag>`. It tries the root of the cgroup2 mount first, so that a service manager
 /// stopping the gateway's own cgroup does not kill the sandboxes, and then the gateway's own
@@ -198,6 +203,25 @@ pub fn procs_recursive(cgroup: &Path) -> io::Result<Vec<i32>> {
         }
     }
     Ok(pids)
+}
+
+/// Returns the names and paths of the child cgroups of `base`.
+pub fn children(base: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(base) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            found.push((name.to_string(), entry.path()));
+        }
+    }
+    Ok(found)
 }
 
 /// Removes `cgroup` and every cgroup below it, deepest first. Fails with `EBUSY` while a

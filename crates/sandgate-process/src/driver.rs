@@ -4,16 +4,21 @@
 //! The gateway kills a sandbox itself only as a backstop. It does so when a deletion's kill time
 //! plus [`BACKSTOP_DELAY`] has passed and the supervisor still runs. It also does so when the
 //! supervisor is gone while the sandbox cgroup is still populated.
+//!
+//! The driver decides what remains of a sandbox from what it recorded at create (supervisor pid,
+//! start time, and the cgroup `<base>/<id>`) and from the deletion plans it requested, which it
+//! keeps in memory. The files of the sandbox directory, which the sandbox's command can rewrite
+//! or remove, never name what the driver signals or kills.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use rustix::process::{Pid, Signal};
@@ -25,10 +30,11 @@ use tokio::task::JoinHandle;
 
 use crate::cgroup;
 use crate::files::{
-    self, CONTROL_FILE, ControlFile, LOG_FILE, SPEC_FILE, SandboxDir, SpecFile, WORK_DIR,
+    self, CONTROL_FILE, ControlFile, HandleFile, LOG_FILE, SPEC_FILE, SandboxDir, SpecFile,
 };
 use crate::procfs;
-use crate::snapshot::{DRIVER_NAME, Snapshot};
+use crate::snapshot::{DRIVER_NAME, Snapshot, Tracking};
+use crate::verify::SupervisorIdentity;
 use crate::watch::{self, ChangeWatch, ExitWatch};
 
 /// How long after a deletion's kill time the gateway waits for the supervisor before it kills
@@ -40,6 +46,13 @@ const SAFETY_NET_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long `create` waits for the supervisor to report that it started the command.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the same warning about one sandbox's unreadable state is logged at most.
+const STATE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often a watcher re-reads a sandbox whose directory is missing or unreadable while
+/// processes remain, since inotify may not report changes then.
+const DEGRADED_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether the driver uses cgroup v2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,7 +67,8 @@ pub enum CgroupMode {
 /// Configuration of a [`ProcessDriver`].
 #[derive(Clone, Debug)]
 pub struct ProcessDriverConfig {
-    /// Directory whose `sandboxes/<id>/` subdirectories hold the sandboxes.
+    /// Directory whose `sandboxes/<id>/` subdirectories hold the sandboxes' state, and whose
+    /// `work/<id>/` subdirectories are the commands' working directories.
     pub data_dir: PathBuf,
     /// Program and leading arguments that start a supervisor, such as
     /// `[current_exe, "supervise"]`. The driver appends the sandbox directory.
@@ -71,10 +85,43 @@ pub struct ProcessDriver {
 struct Inner {
     config: ProcessDriverConfig,
     sandboxes_dir: PathBuf,
+    work_root: PathBuf,
+    cgroup_mount: Option<PathBuf>,
     cgroup_base: Option<PathBuf>,
     sink: Mutex<Option<mpsc::UnboundedSender<Observation>>>,
-    watchers: Mutex<HashMap<SandboxId, JoinHandle<()>>>,
+    watchers: Mutex<HashMap<SandboxId, Watcher>>,
     create_lock: tokio::sync::Mutex<()>,
+    tracked: Mutex<HashMap<SandboxId, Tracked>>,
+    state_warnings: Mutex<HashMap<SandboxId, (String, Instant)>>,
+}
+
+/// The task that watches one sandbox, and the wake-up a deletion request sends it.
+struct Watcher {
+    task: JoinHandle<()>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// What the driver keeps in memory about one sandbox.
+#[derive(Clone, Debug, Default)]
+struct Tracked {
+    /// The supervisor recorded at create, or found and verified for a record without details.
+    handle: Option<HandleFile>,
+    /// The hardest deletion plan requested so far.
+    plan: Option<ControlFile>,
+}
+
+/// Reads the supervisor handle from `details` as the store recorded it at create.
+fn handle_from_details(details: &DriverDetails) -> Option<HandleFile> {
+    if details.driver != DRIVER_NAME {
+        return None;
+    }
+    let pid = details.attributes.get("pid")?.parse().ok()?;
+    let start_time = details.attributes.get("start_time")?.parse().ok()?;
+    Some(HandleFile {
+        pid,
+        start_time,
+        cgroup: None,
+    })
 }
 
 fn transient(what: &str, path: &Path, error: impl std::fmt::Display) -> DriverError {
@@ -115,6 +162,13 @@ impl ProcessDriver {
             ))
         })?;
         let canonical = fs::canonicalize(&sandboxes_dir).unwrap_or_else(|_| sandboxes_dir.clone());
+        let work_root = canonical.parent().map_or_else(
+            || config.data_dir.join("work"),
+            |parent| parent.join("work"),
+        );
+        fs::create_dir_all(&work_root).map_err(|error| {
+            DriverError::Permanent(format!("failed to create {}: {error}", work_root.display()))
+        })?;
 
         let cgroup_base = match config.cgroup {
             CgroupMode::Off => {
@@ -150,10 +204,14 @@ impl ProcessDriver {
             inner: Arc::new(Inner {
                 config,
                 sandboxes_dir: canonical,
+                work_root,
+                cgroup_mount: cgroup_base.as_ref().and_then(|_| cgroup::mount_point()),
                 cgroup_base,
                 sink: Mutex::new(None),
                 watchers: Mutex::new(HashMap::new()),
                 create_lock: tokio::sync::Mutex::new(()),
+                tracked: Mutex::new(HashMap::new()),
+                state_warnings: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -164,9 +222,14 @@ impl ProcessDriver {
         self.inner.cgroup_base.as_deref()
     }
 
-    /// Returns the directory of sandbox `id`.
+    /// Returns the state directory of sandbox `id`.
     pub fn sandbox_dir(&self, id: SandboxId) -> PathBuf {
         self.inner.dir(id).path
+    }
+
+    /// Returns the working directory of the command of sandbox `id`, `<data_dir>/work/<id>`.
+    pub fn work_dir(&self, id: SandboxId) -> PathBuf {
+        self.inner.work_dir(id)
     }
 }
 
@@ -175,7 +238,7 @@ impl Drop for ProcessDriver {
     fn drop(&mut self) {
         let watchers = std::mem::take(&mut *lock(&self.inner.watchers));
         for (_, watcher) in watchers {
-            watcher.abort();
+            watcher.task.abort();
         }
     }
 }
@@ -191,9 +254,105 @@ impl Inner {
         SandboxDir::new(self.sandboxes_dir.join(id.to_string()))
     }
 
-    fn snapshot(&self, id: SandboxId) -> Result<Snapshot, DriverError> {
+    fn work_dir(&self, id: SandboxId) -> PathBuf {
+        self.work_root.join(id.to_string())
+    }
+
+    /// Returns the sandbox cgroup `<base>/<id>`, the only cgroup the driver ever kills for `id`.
+    fn sandbox_cgroup(&self, id: SandboxId) -> Option<PathBuf> {
+        self.cgroup_base
+            .as_ref()
+            .map(|base| base.join(id.to_string()))
+    }
+
+    /// Returns what a supervisor of `id` looks like in `/proc`.
+    fn supervisor_identity(&self, id: SandboxId) -> SupervisorIdentity<'_> {
         let dir = self.dir(id);
-        Snapshot::read(&dir).map_err(|error| transient("failed to read sandbox", &dir.path, error))
+        let argv = self
+            .config
+            .supervisor
+            .iter()
+            .map(OsString::as_os_str)
+            .chain([dir.path.as_os_str()]);
+        SupervisorIdentity {
+            cmdline: SupervisorIdentity::cmdline_of(argv),
+            cgroup_mount: self.cgroup_mount.as_deref(),
+            cgroup_base: self.cgroup_base.as_deref(),
+            sandbox_cgroup: self.sandbox_cgroup(id),
+        }
+    }
+
+    /// Remembers the supervisor that `record` names, which the store took from `create`. The
+    /// record's details win over anything found later.
+    fn remember(&self, record: &SandboxRecord) {
+        if let Some(handle) = handle_from_details(&record.driver) {
+            lock(&self.tracked).entry(record.id).or_default().handle = Some(handle);
+        }
+    }
+
+    /// Looks for the supervisor of a sandbox whose supervisor the driver does not know (a crash
+    /// interrupted its create before the store recorded it): the handle file if it names a
+    /// verified supervisor of `id`, else a search of `/proc`.
+    fn discover_supervisor(&self, id: SandboxId) -> Option<HandleFile> {
+        let dir = self.dir(id);
+        let dir_exists = fs::symlink_metadata(&dir.path).is_ok();
+        let cgroup_exists = self.sandbox_cgroup(id).is_some_and(|path| path.exists());
+        if !dir_exists && !cgroup_exists {
+            return None;
+        }
+        let identity = self.supervisor_identity(id);
+        if let Ok(Some(handle)) = dir.read_handle() {
+            if identity.matches(&handle) {
+                return Some(HandleFile {
+                    cgroup: None,
+                    ..handle
+                });
+            }
+            tracing::warn!(
+                sandbox_id = %id,
+                pid = handle.pid,
+                "handle file does not name a supervisor of this sandbox, so it is ignored"
+            );
+        }
+        identity.find_in_proc()
+    }
+
+    /// Returns what the driver trusts about `id`, discovering the supervisor if it is unknown.
+    fn tracking(&self, id: SandboxId) -> Tracking {
+        let known = lock(&self.tracked).get(&id).cloned().unwrap_or_default();
+        let handle = match known.handle {
+            Some(handle) => Some(handle),
+            None => {
+                let found = self.discover_supervisor(id);
+                if let Some(handle) = &found {
+                    tracing::info!(sandbox_id = %id, pid = handle.pid, "supervisor found for a sandbox without recorded details");
+                    lock(&self.tracked).entry(id).or_default().handle = Some(handle.clone());
+                }
+                found
+            }
+        };
+        Tracking {
+            handle,
+            cgroup: self.sandbox_cgroup(id),
+            plan: known.plan,
+        }
+    }
+
+    /// Reads `id` now. Logs an unreadable state once per distinct error, and again at most
+    /// every [`STATE_WARNING_INTERVAL`].
+    fn snapshot(&self, id: SandboxId) -> Snapshot {
+        let snapshot = Snapshot::read(&self.dir(id), self.tracking(id));
+        if let Some(error) = &snapshot.state_error {
+            let mut warnings = lock(&self.state_warnings);
+            let repeated = warnings
+                .get(&id)
+                .is_some_and(|(last, at)| last == error && at.elapsed() < STATE_WARNING_INTERVAL);
+            if !repeated {
+                tracing::warn!(sandbox_id = %id, %error, "cannot read sandbox state, so the sandbox is tracked by its supervisor and cgroup");
+                warnings.insert(id, (error.clone(), Instant::now()));
+            }
+        }
+        snapshot
     }
 
     fn send(&self, id: SandboxId, observed: Observed) {
@@ -205,25 +364,32 @@ impl Inner {
     /// Starts a watcher for `id` unless one runs.
     fn ensure_watcher(self: &Arc<Self>, id: SandboxId) {
         let mut watchers = lock(&self.watchers);
-        watchers.retain(|_, watcher| !watcher.is_finished());
+        watchers.retain(|_, watcher| !watcher.task.is_finished());
         if watchers.contains_key(&id) {
             return;
         }
         let inner = Arc::clone(self);
-        watchers.insert(id, tokio::spawn(async move { inner.watch(id).await }));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let woken = Arc::clone(&wake);
+        let task = tokio::spawn(async move { inner.watch(id, woken).await });
+        watchers.insert(id, Watcher { task, wake });
     }
 
-    /// Writes the merged deletion plan and signals the supervisor to read it.
-    fn request_deletion(
-        self: &Arc<Self>,
-        id: SandboxId,
-        plan: DeletePlan,
-    ) -> Result<(), DriverError> {
-        let dir = self.dir(id);
-        if !dir.path.exists() {
-            self.ensure_watcher(id);
-            return Ok(());
+    /// Makes the watcher of `id` re-read the sandbox now, or when it next waits.
+    fn wake_watcher(&self, id: SandboxId) {
+        if let Some(watcher) = lock(&self.watchers).get(&id) {
+            watcher.wake.notify_one();
         }
+    }
+
+    /// Records the merged deletion plan, writes it to `control.json` and signals the supervisor
+    /// to read it.
+    ///
+    /// An unreadable `control.json` is replaced by the new plan. A directory that is missing or
+    /// cannot be written only loses the supervisor's part: the plan stays in memory, and the
+    /// watcher's backstop kills by the recorded supervisor and cgroup at the kill time plus
+    /// [`BACKSTOP_DELAY`].
+    fn request_deletion(self: &Arc<Self>, id: SandboxId, plan: DeletePlan) {
         let now = SystemTime::now();
         let mut control = ControlFile {
             kill_at_ms: files::unix_millis(plan.kill_at),
@@ -232,20 +398,34 @@ impl Inner {
         if plan.force {
             control.kill_at_ms = control.kill_at_ms.min(files::unix_millis(now));
         }
-        let control_path = dir.file(CONTROL_FILE);
-        if let Some(existing) = dir
-            .read_control()
-            .map_err(|error| transient("failed to read", &control_path, error))?
         {
-            control = existing.merge(control);
+            let mut tracked = lock(&self.tracked);
+            let entry = tracked.entry(id).or_default();
+            control = entry.plan.map_or(control, |known| known.merge(control));
+            entry.plan = Some(control);
         }
-        files::write_json(&control_path, &control)
-            .map_err(|error| transient("failed to write", &control_path, error))?;
 
-        let handle = dir
-            .read_handle()
-            .map_err(|error| transient("failed to read handle of", &dir.path, error))?;
-        if let Some(handle) = handle {
+        let dir = self.dir(id);
+        let control_path = dir.file(CONTROL_FILE);
+        if fs::symlink_metadata(&dir.path).is_ok_and(|metadata| metadata.is_dir()) {
+            match dir.read_control() {
+                Ok(Some(existing)) => control = existing.merge(control),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(
+                    sandbox_id = %id,
+                    file = %control_path.display(),
+                    %error,
+                    "deletion plan is unreadable, so it is replaced"
+                ),
+            }
+            if let Err(error) = files::write_json(&control_path, &control) {
+                tracing::warn!(sandbox_id = %id, file = %control_path.display(), %error, "failed to write the deletion plan, so the watcher's backstop kills the sandbox");
+            }
+        } else {
+            tracing::warn!(sandbox_id = %id, dir = %dir.path.display(), "sandbox directory is missing, so the watcher's backstop kills the sandbox");
+        }
+
+        if let Some(handle) = self.tracking(id).handle {
             match watch::signal_supervisor(&handle, Signal::USR1) {
                 Ok(true) => {}
                 Ok(false) => tracing::debug!(
@@ -268,29 +448,36 @@ impl Inner {
             "deletion requested"
         );
         self.ensure_watcher(id);
-        Ok(())
+        // The file write may have failed or gone unseen, so the plan may reach the watcher
+        // only from memory.
+        self.wake_watcher(id);
     }
 
     /// Cleans up after a sandbox of which nothing remains: removes its cgroup, and removes its
     /// directory if a deletion was requested, so that `list` stops reporting it.
     fn settle(&self, id: SandboxId, snapshot: &Snapshot) {
-        if let Some(path) = snapshot.cgroup()
-            && let Err(error) = cgroup::remove_tree(&path)
+        if let Some(path) = &snapshot.cgroup
+            && let Err(error) = cgroup::remove_tree(path)
         {
             tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to remove sandbox cgroup");
         }
         if snapshot.control.is_some() {
-            let dir = self.dir(id);
-            match fs::remove_dir_all(&dir.path) {
-                Ok(()) => tracing::info!(sandbox_id = %id, "sandbox removed"),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => tracing::warn!(
-                    sandbox_id = %id,
-                    dir = %dir.path.display(),
-                    %error,
-                    "failed to remove sandbox directory"
-                ),
+            // `remove_dir_all` removes symbolic links and does not follow them.
+            for path in [self.dir(id).path, self.work_dir(id)] {
+                match fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => tracing::warn!(
+                        sandbox_id = %id,
+                        dir = %path.display(),
+                        %error,
+                        "failed to remove sandbox directory"
+                    ),
+                }
             }
+            tracing::info!(sandbox_id = %id, "sandbox removed");
+            lock(&self.tracked).remove(&id);
+            lock(&self.state_warnings).remove(&id);
         }
     }
 
@@ -308,7 +495,7 @@ impl Inner {
         };
         let now = SystemTime::now();
         let kill_at = control.kill_at();
-        let cgroup_path = snapshot.cgroup();
+        let cgroup_path = snapshot.cgroup.clone();
 
         if snapshot.supervisor_alive && now >= kill_at + BACKSTOP_DELAY {
             let Some(handle) = &snapshot.handle else {
@@ -319,14 +506,14 @@ impl Inner {
                 pid = handle.pid,
                 "supervisor did not finish the deletion in time, so the gateway kills the sandbox"
             );
-            match &cgroup_path {
-                Some(path) => {
-                    if let Err(error) = cgroup::kill(path) {
-                        tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to kill sandbox cgroup");
-                    }
-                }
-                None => kill_descendants(handle.pid),
+            if let Some(path) = &cgroup_path
+                && let Err(error) = cgroup::kill(path)
+            {
+                tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to kill sandbox cgroup");
             }
+            // Before the supervisor dies, so that descendants outside the cgroup are still
+            // found below it.
+            kill_descendants(handle);
             if let Err(error) = watch::signal_supervisor(handle, Signal::KILL) {
                 tracing::warn!(sandbox_id = %id, pid = handle.pid, %error, "failed to kill the supervisor");
             }
@@ -359,13 +546,21 @@ impl Inner {
     }
 
     /// Watches one sandbox until nothing of it remains, sending every change of its observation.
-    async fn watch(self: Arc<Self>, id: SandboxId) {
+    async fn watch(self: Arc<Self>, id: SandboxId, wake: Arc<tokio::sync::Notify>) {
         let dir = self.dir(id);
-        let changes = match ChangeWatch::new(&dir.path) {
-            Ok(changes) => Some(changes),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        let changes = match ChangeWatch::new() {
+            Ok(changes) => {
+                match changes.add_dir(&dir.path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        tracing::warn!(sandbox_id = %id, %error, "failed to watch sandbox directory, so only the periodic re-check observes it");
+                    }
+                }
+                Some(changes)
+            }
             Err(error) => {
-                tracing::warn!(sandbox_id = %id, %error, "failed to watch sandbox directory, so only the periodic re-check observes it");
+                tracing::warn!(sandbox_id = %id, %error, "failed to create an inotify instance, so only the periodic re-check observes the sandbox");
                 None
             }
         };
@@ -376,14 +571,7 @@ impl Inner {
         let mut last_sent: Option<Observed> = None;
 
         loop {
-            let snapshot = match Snapshot::read(&dir) {
-                Ok(snapshot) => snapshot,
-                Err(error) => {
-                    tracing::warn!(sandbox_id = %id, %error, "failed to read sandbox, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
+            let snapshot = self.snapshot(id);
 
             if !supervisor_checked && let Some(handle) = &snapshot.handle {
                 supervisor_checked = true;
@@ -396,7 +584,10 @@ impl Inner {
                     }
                 }
             }
-            if !cgroup_watched && let (Some(changes), Some(path)) = (&changes, snapshot.cgroup()) {
+            if !cgroup_watched
+                && let (Some(changes), Some(path)) = (&changes, &snapshot.cgroup)
+                && path.exists()
+            {
                 cgroup_watched = true;
                 for events in [
                     path.join("cgroup.events"),
@@ -453,6 +644,7 @@ impl Inner {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
+                () = wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -474,13 +666,27 @@ fn next_wakeup(snapshot: &Snapshot, now: SystemTime) -> Duration {
             wait = wait.min(Duration::from_secs(1));
         }
     }
+    if !snapshot.exists || snapshot.state_error.is_some() {
+        wait = wait.min(DEGRADED_INTERVAL);
+    }
     wait
 }
 
-/// Sends SIGKILL to every descendant of `ancestor` found in `/proc`, a few rounds to catch
-/// processes forked during a scan.
-fn kill_descendants(ancestor: i32) {
+/// Sends SIGKILL to every descendant found in `/proc` of the supervisor `handle`, a few rounds
+/// to catch processes forked during a scan. It does nothing unless `handle` names a running
+/// process other than init and the gateway, with the recorded start time.
+///
+/// NOTE: the supervisor can exit and its pid be reused between the check and the scan. The
+/// window is short, and the pid is reused only after the supervisor is reaped.
+fn kill_descendants(handle: &HandleFile) {
+    let ancestor = handle.pid;
+    if ancestor <= 1 || ancestor == std::process::id() as i32 {
+        return;
+    }
     for _ in 0..5 {
+        if !procfs::is_alive(ancestor, handle.start_time).unwrap_or(false) {
+            return;
+        }
         let Ok(found) = procfs::descendants(ancestor) else {
             return;
         };
@@ -497,13 +703,16 @@ fn kill_descendants(ancestor: i32) {
 }
 
 impl Inner {
-    /// Starts a supervisor for `record` and waits until it reports.
+    /// Starts a supervisor for `record`, remembers its pid and start time, and waits until it
+    /// reports.
     async fn spawn_supervisor(
         self: &Arc<Self>,
         record: &SandboxRecord,
         dir: &SandboxDir,
     ) -> Result<(), DriverError> {
-        let work = dir.file(WORK_DIR);
+        fs::create_dir_all(&dir.path)
+            .map_err(|error| transient("failed to create", &dir.path, error))?;
+        let work = self.work_dir(record.id);
         fs::create_dir_all(&work).map_err(|error| transient("failed to create", &work, error))?;
 
         let cgroup = match &self.cgroup_base {
@@ -535,15 +744,13 @@ impl Inner {
                 || files::unix_millis(SystemTime::now()),
                 |spec| spec.created_at_ms,
             ),
+            work_dir: Some(work),
         };
         files::write_json(&spec_path, &spec)
             .map_err(|error| transient("failed to write", &spec_path, error))?;
 
         let log_path = dir.file(LOG_FILE);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = files::open_append_nofollow(&log_path)
             .map_err(|error| transient("failed to open", &log_path, error))?;
 
         let (program, leading) =
@@ -566,6 +773,21 @@ impl Inner {
             ))
         })?;
         let pid = child.id();
+        // The child is not reaped before the reaper thread starts, so its pid cannot be reused
+        // while its start time is read.
+        let raw_pid = pid as i32;
+        match procfs::read_stat(raw_pid) {
+            Ok(Some(stat)) => {
+                lock(&self.tracked).entry(record.id).or_default().handle = Some(HandleFile {
+                    pid: raw_pid,
+                    start_time: stat.start_time,
+                    cgroup: None,
+                });
+            }
+            other => {
+                tracing::warn!(sandbox_id = %record.id, pid, result = ?other, "failed to read the start time of the supervisor")
+            }
+        }
         let stdout = child.stdout.take().map(OwnedFd::from);
         // While the gateway runs, the supervisor is its child: this thread reaps it.
         let reaper = std::thread::Builder::new()
@@ -637,6 +859,7 @@ impl Driver for ProcessDriver {
     ) -> Result<(), DriverError> {
         *lock(&self.inner.sink) = Some(sink);
         for record in records {
+            self.inner.remember(&record);
             self.inner.ensure_watcher(record.id);
         }
         Ok(())
@@ -647,7 +870,8 @@ impl Driver for ProcessDriver {
         let _guard = self.inner.create_lock.lock().await;
         let dir = self.inner.dir(record.id);
 
-        let existing = self.inner.snapshot(record.id)?;
+        self.inner.remember(record);
+        let existing = self.inner.snapshot(record.id);
         let adopt = existing.supervisor_alive || existing.started.is_some();
         if adopt {
             tracing::info!(sandbox_id = %record.id, "sandbox already exists, so create adopts it");
@@ -655,10 +879,21 @@ impl Driver for ProcessDriver {
             self.inner.spawn_supervisor(record, &dir).await?;
         }
 
-        let snapshot = self.inner.snapshot(record.id)?;
-        if snapshot.handle.is_none() {
+        let mut snapshot = self.inner.snapshot(record.id);
+        if !snapshot.supervisor_alive && snapshot.started.is_none() {
+            // The new supervisor exits at once if another one holds the lock of this id, which
+            // a handle file that the driver ignored may have hidden.
+            if let Some(handle) = self.inner.discover_supervisor(record.id) {
+                lock(&self.inner.tracked)
+                    .entry(record.id)
+                    .or_default()
+                    .handle = Some(handle);
+                snapshot = self.inner.snapshot(record.id);
+            }
+        }
+        if !snapshot.supervisor_alive && snapshot.started.is_none() {
             return Err(DriverError::Transient(format!(
-                "supervisor exited before writing its handle; see {}",
+                "supervisor exited before it started the command; see {}",
                 dir.file(LOG_FILE).display()
             )));
         }
@@ -667,24 +902,36 @@ impl Driver for ProcessDriver {
     }
 
     async fn delete(&self, record: &SandboxRecord, plan: DeletePlan) -> Result<(), DriverError> {
-        self.inner.request_deletion(record.id, plan)
+        self.inner.remember(record);
+        self.inner.request_deletion(record.id, plan);
+        Ok(())
     }
 
     async fn observe(&self, record: &SandboxRecord) -> Result<Observed, DriverError> {
-        let snapshot = self.inner.snapshot(record.id)?;
-        if snapshot.exists {
+        self.inner.remember(record);
+        let snapshot = self.inner.snapshot(record.id);
+        if snapshot.exists || snapshot.anything_remains() {
             self.inner.ensure_watcher(record.id);
         }
         Ok(snapshot.observed(SystemTime::now()))
     }
 
+    /// Lists every sandbox directory, then every populated sandbox cgroup and every sandbox
+    /// the driver tracks whose directory is missing. One directory that cannot be read is
+    /// listed with an `Unknown` status and never fails the list.
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
         let entries = fs::read_dir(&self.inner.sandboxes_dir)
             .map_err(|error| transient("failed to list", &self.inner.sandboxes_dir, error))?;
         let mut found = Vec::new();
+        let mut seen = HashSet::new();
         for entry in entries {
-            let entry = entry
-                .map_err(|error| transient("failed to list", &self.inner.sandboxes_dir, error))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(dir = %self.inner.sandboxes_dir.display(), %error, "failed to read a directory entry, so it is skipped");
+                    continue;
+                }
+            };
             let Some(id) = entry
                 .file_name()
                 .to_str()
@@ -692,19 +939,32 @@ impl Driver for ProcessDriver {
             else {
                 continue;
             };
-            let dir = self.inner.dir(id);
-            let snapshot = self.inner.snapshot(id)?;
-            let observed = snapshot.observed(SystemTime::now());
-            if matches!(observed, Observed::Gone { .. }) {
-                // Reported once more, then the directory of a deleted sandbox is removed.
-                self.inner.settle(id, &snapshot);
+            seen.insert(id);
+            found.push(self.inner.found(id));
+        }
+
+        let mut dirless: Vec<SandboxId> = lock(&self.inner.tracked).keys().copied().collect();
+        if let Some(base) = &self.inner.cgroup_base {
+            match cgroup::children(base) {
+                Ok(children) => dirless.extend(
+                    children
+                        .iter()
+                        .filter_map(|(name, _)| name.parse::<SandboxId>().ok()),
+                ),
+                Err(error) => {
+                    tracing::warn!(cgroup = %base.display(), %error, "failed to list sandbox cgroups");
+                }
             }
-            found.push(Found {
-                id,
-                created_at: snapshot.created_at,
-                details: snapshot.details(&dir),
-                observed,
-            });
+        }
+        for id in dirless {
+            if !seen.insert(id) {
+                continue;
+            }
+            let item = self.inner.found(id);
+            if !matches!(item.observed, Observed::Gone { .. }) {
+                tracing::warn!(sandbox_id = %id, "processes of a sandbox without a directory remain");
+                found.push(item);
+            }
         }
         found.sort_by_key(|item| item.id);
         Ok(found)
@@ -718,7 +978,27 @@ impl Driver for ProcessDriver {
                 kill_at: now,
                 force: true,
             },
-        )
+        );
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Reads `id` for [`Driver::list`], settling it if nothing of it remains.
+    fn found(&self, id: SandboxId) -> Found {
+        let dir = self.dir(id);
+        let snapshot = self.snapshot(id);
+        let observed = snapshot.observed(SystemTime::now());
+        if matches!(observed, Observed::Gone { .. }) {
+            // Reported once more, then the directory of a deleted sandbox is removed.
+            self.settle(id, &snapshot);
+        }
+        Found {
+            id,
+            created_at: snapshot.created_at,
+            details: snapshot.details(&dir),
+            observed,
+        }
     }
 }
 

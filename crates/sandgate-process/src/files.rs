@@ -3,9 +3,16 @@
 //! Every file except the log is written whole to a temporary name and renamed into place, so a
 //! reader sees either the old content or the new one. The supervisor writes `handle.json`,
 //! `started.json` and `exit_code`; the driver writes `spec.json`, `control.json` and nothing else.
+//!
+//! The sandbox's command runs as the gateway's user and can reach these files, so none of them
+//! is opened through a symbolic link. Reads and the temporary files of writes use `O_NOFOLLOW`,
+//! and temporary files get a random name and `O_EXCL`.
 
-use std::fs;
-use std::io::{self, Write};
+use std::collections::hash_map::RandomState;
+use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,8 +32,9 @@ pub const CONTROL_FILE: &str = "control.json";
 pub const LOCK_FILE: &str = "supervisor.lock";
 /// Output of the command and messages of the supervisor, appended.
 pub const LOG_FILE: &str = "log";
-/// The command's working directory.
-pub const WORK_DIR: &str = "work";
+/// The command's working directory inside the sandbox directory, used by supervisors whose
+/// spec names no `work_dir`.
+pub const LEGACY_WORK_DIR: &str = "work";
 
 /// Paths of one sandbox directory.
 #[derive(Clone, Debug)]
@@ -96,6 +104,10 @@ pub struct SpecFile {
     pub cgroup: Option<PathBuf>,
     /// When the driver wrote the file, in milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// The command's working directory, `<data_dir>/work/<id>`. Missing in specs written
+    /// before it moved out of the sandbox directory, which then use `<sandbox dir>/work`.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// The content of `handle.json`: what identifies the supervisor across pid reuse.
@@ -166,24 +178,59 @@ pub fn from_unix_millis(millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis)
 }
 
-/// Writes `contents` to `path` atomically: to a temporary file in the same directory, synced,
-/// then renamed over `path`.
+/// Writes `contents` to `path` atomically: to a new temporary file in the same directory,
+/// synced, then renamed over `path`.
+///
+/// The temporary file has a random name and is created with `O_EXCL | O_NOFOLLOW`, so a file or
+/// symbolic link planted in the directory is never opened. The rename replaces a symbolic link
+/// at `path` itself and not its target.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-
-    let mut file = fs::File::create(&temp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
+    let mut attempt = 0;
+    let (temp, mut file) = loop {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{:016x}.tmp", random_u64()));
+        let temp = path.with_file_name(temp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(file) => break (temp, file),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let written = file.write_all(contents).and_then(|()| file.sync_all());
     drop(file);
-    fs::rename(&temp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&temp);
-    })
+    written
+        .and_then(|()| fs::rename(&temp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
+}
+
+/// Returns 64 random bits, from the per-process random keys of std's `RandomState` mixed with
+/// the time and a counter.
+fn random_u64() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Serialises `value` as JSON and writes it to `path` atomically.
@@ -205,13 +252,39 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option
     })
 }
 
-/// Reads a text file, returning `None` if it does not exist.
+/// Reads a text file without following a symbolic link, returning `None` if it does not exist.
+///
+/// # Errors
+/// A symbolic link at `path` fails with `ELOOP`, and a file that is not UTF-8 with
+/// `InvalidData`.
 pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error),
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
     }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(Some(text))
+}
+
+/// Opens `path` for appending, creating it if needed, without following a symbolic link.
+pub fn open_append_nofollow(path: &Path) -> io::Result<fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -241,6 +314,18 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_optional_rejects_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "{}").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(read_optional(&link).is_err());
+        assert_eq!(read_optional(&target).unwrap().as_deref(), Some("{}"));
     }
 
     #[test]

@@ -14,7 +14,11 @@ mod procfs;
 mod snapshot;
 pub mod supervisor;
 mod sys;
+mod verify;
 mod watch;
 
 pub use driver::{CgroupMode, ProcessDriver, ProcessDriverConfig};
-pub use snapshot::{DRIVER_NAME, REASON_AFTER_SIGKILL, REASON_AFTER_SIGTERM, REASON_SUPERVISOR};
+pub use snapshot::{
+    DRIVER_NAME, REASON_AFTER_SIGKILL, REASON_AFTER_SIGTERM, REASON_DIRECTORY_MISSING,
+    REASON_STATE_UNREADABLE, REASON_SUPERVISOR, REASON_SUPERVISOR_VANISHED,
+};

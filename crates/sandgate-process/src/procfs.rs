@@ -121,6 +121,36 @@ pub fn descendants(ancestor: i32) -> io::Result<Vec<Stat>> {
     Ok(found)
 }
 
+/// Reads `/proc/<pid>/cmdline`, the NUL-terminated arguments, or `None` if the process does
+/// not exist.
+pub fn read_cmdline(pid: i32) -> io::Result<Option<Vec<u8>>> {
+    read_optional_bytes(&format!("/proc/{pid}/cmdline"))
+}
+
+/// Returns the cgroup v2 path of process `pid` relative to the cgroup2 mount, from the `0::`
+/// line of `/proc/<pid>/cgroup`, or `None` if the process or the line does not exist.
+pub fn read_cgroup(pid: i32) -> io::Result<Option<String>> {
+    let Some(bytes) = read_optional_bytes(&format!("/proc/{pid}/cgroup"))? else {
+        return Ok(None);
+    };
+    Ok(crate::cgroup::parse_own_cgroup(&String::from_utf8_lossy(
+        &bytes,
+    )))
+}
+
+fn read_optional_bytes(path: &str) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error)
+            if matches!(error.kind(), io::ErrorKind::NotFound)
+                || error.raw_os_error() == Some(libc::ESRCH) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Returns the start time of the calling process, field 22 of `/proc/self/stat`.
 pub fn own_start_time() -> io::Result<u64> {
     let text = fs::read_to_string("/proc/self/stat")?;

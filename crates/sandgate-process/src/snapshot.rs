@@ -1,6 +1,12 @@
 //! One fresh reading of a sandbox: its files, whether its supervisor runs (checked by pid and
 //! start time), and what remains according to its cgroup or `/proc`. The driver turns it into an
 //! [`Observed`] value.
+//!
+//! The files are written by the supervisor and the driver, but the sandbox's command can reach
+//! them too, so the reading never decides from them alone what remains. The supervisor, the
+//! cgroup and the deletion plan come from [`Tracking`], which the driver takes from what it
+//! recorded at create. A file that cannot be read becomes [`Snapshot::state_error`] and never an
+//! error of the whole reading.
 
 use std::fs;
 use std::io;
@@ -26,6 +32,26 @@ pub const REASON_AFTER_SIGTERM: &str = "process group still running after SIGTER
 pub const REASON_AFTER_SIGKILL: &str = "processes still running after SIGKILL";
 /// Reason once only the supervisor remains.
 pub const REASON_SUPERVISOR: &str = "waiting for the supervisor to exit";
+/// Status of a sandbox whose supervisor exited without recording the command's exit while its
+/// cgroup still contains processes.
+pub const REASON_SUPERVISOR_VANISHED: &str =
+    "supervisor exited unexpectedly; processes remain in the sandbox cgroup";
+/// Status of a sandbox whose directory is gone while its supervisor or cgroup remains.
+pub const REASON_DIRECTORY_MISSING: &str =
+    "sandbox directory is missing but processes of the sandbox remain";
+/// Prefix of the status of a sandbox with a state file that cannot be read.
+pub const REASON_STATE_UNREADABLE: &str = "cannot read sandbox state";
+
+/// What the driver trusts about a sandbox, independent of the files in its directory.
+#[derive(Clone, Debug, Default)]
+pub struct Tracking {
+    /// The supervisor recorded at create, or one verified to supervise this sandbox.
+    pub handle: Option<HandleFile>,
+    /// The sandbox cgroup, `<base>/<id>`, if the driver uses cgroups.
+    pub cgroup: Option<PathBuf>,
+    /// The deletion plan the driver requested, if any.
+    pub plan: Option<ControlFile>,
+}
 
 /// A fresh reading of one sandbox directory and the processes behind it.
 #[derive(Clone, Debug, Default)]
@@ -34,15 +60,19 @@ pub struct Snapshot {
     pub exists: bool,
     /// The spec the driver wrote.
     pub spec: Option<SpecFile>,
-    /// The supervisor's handle.
+    /// The supervisor the driver trusts, from [`Tracking::handle`].
     pub handle: Option<HandleFile>,
+    /// Whether `handle.json` exists, trusted or not, so that the supervisor got past writing it.
+    pub handle_written: bool,
+    /// The sandbox cgroup, from [`Tracking::cgroup`].
+    pub cgroup: Option<PathBuf>,
     /// The result of starting the command.
     pub started: Option<StartedFile>,
     /// The command's recorded exit status.
     pub exit_code: Option<i32>,
-    /// The deletion plan, once a deletion was requested.
+    /// The deletion plan: the driver's, merged with a valid `control.json`.
     pub control: Option<ControlFile>,
-    /// Whether the process named by the handle runs, with the recorded start time.
+    /// Whether the trusted supervisor runs, with its recorded start time.
     pub supervisor_alive: bool,
     /// Whether the sandbox cgroup, supervisor included, still contains a process.
     pub cgroup_populated: bool,
@@ -50,76 +80,110 @@ pub struct Snapshot {
     pub payload_running: bool,
     /// When the directory was set up.
     pub created_at: Option<SystemTime>,
+    /// Why a file or process state could not be read, joined with "; ".
+    pub state_error: Option<String>,
+}
+
+/// Returns the value of `result`, or records its error in `errors` and returns `None`.
+fn keep<T>(result: io::Result<Option<T>>, errors: &mut Vec<String>) -> Option<T> {
+    result.unwrap_or_else(|error| {
+        errors.push(error.to_string());
+        None
+    })
 }
 
 impl Snapshot {
-    /// Reads the sandbox directory `dir` and the processes it names.
+    /// Reads the sandbox directory `dir` and the processes that `tracking` names.
     ///
-    /// # Errors
-    /// Returns an error if a file exists but cannot be read or parsed, or `/proc` cannot be
-    /// read.
-    pub fn read(dir: &SandboxDir) -> io::Result<Snapshot> {
-        let metadata = match fs::metadata(&dir.path) {
-            Ok(metadata) => metadata,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(Snapshot::default());
+    /// It never fails. What cannot be read is recorded in `state_error`, and a process or
+    /// cgroup whose state cannot be read counts as still running, so that an unreadable state
+    /// never turns into `Gone`.
+    pub fn read(dir: &SandboxDir, tracking: Tracking) -> Snapshot {
+        let mut errors = Vec::new();
+        let mut exists = true;
+        let mut readable = false;
+        let mut modified = None;
+        match fs::symlink_metadata(&dir.path) {
+            Ok(metadata) if metadata.is_dir() => {
+                readable = true;
+                modified = metadata.modified().ok();
             }
-            Err(error) => return Err(error),
-        };
+            Ok(_) => errors.push(format!("{} is not a directory", dir.path.display())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => exists = false,
+            Err(error) => errors.push(format!("{}: {error}", dir.path.display())),
+        }
 
-        let spec = dir.read_spec()?;
-        let handle = dir.read_handle()?;
-        let started = dir.read_started()?;
-        let exit_code = dir.read_exit_code()?;
-        let control = dir.read_control()?;
-
-        let supervisor_alive = match &handle {
-            Some(handle) => procfs::is_alive(handle.pid, handle.start_time)?,
-            None => false,
+        let mut snapshot = Snapshot {
+            exists,
+            handle: tracking.handle,
+            cgroup: tracking.cgroup,
+            control: tracking.plan,
+            ..Snapshot::default()
         };
-        let cgroup_path = handle
-            .as_ref()
-            .and_then(|handle| handle.cgroup.clone())
-            .or_else(|| spec.as_ref().and_then(|spec| spec.cgroup.clone()));
-        let (cgroup_populated, payload_running) = match (&cgroup_path, &handle) {
-            (Some(path), _) => (
-                cgroup::populated(path)?.unwrap_or(false),
-                cgroup::populated(&path.join(cgroup::PAYLOAD_LEAF))?.unwrap_or(false),
-            ),
-            (None, Some(handle)) if supervisor_alive => (
-                false,
-                procfs::descendants(handle.pid)?
-                    .iter()
-                    .any(|stat| !stat.is_dead()),
-            ),
-            (None, _) => (false, false),
-        };
+        if readable {
+            snapshot.spec = keep(dir.read_spec(), &mut errors);
+            snapshot.handle_written = fs::symlink_metadata(dir.file(files::HANDLE_FILE)).is_ok();
+            snapshot.started = keep(dir.read_started(), &mut errors);
+            snapshot.exit_code = keep(dir.read_exit_code(), &mut errors);
+            if let Some(control) = keep(dir.read_control(), &mut errors) {
+                snapshot.control =
+                    Some(snapshot.control.map_or(control, |plan| plan.merge(control)));
+            }
+        }
+        snapshot.read_processes(&mut errors);
 
-        let created_at = spec
+        snapshot.created_at = snapshot
+            .spec
             .as_ref()
             .map(|spec| files::from_unix_millis(spec.created_at_ms))
-            .or_else(|| metadata.modified().ok());
-
-        Ok(Snapshot {
-            exists: true,
-            spec,
-            handle,
-            started,
-            exit_code,
-            control,
-            supervisor_alive,
-            cgroup_populated,
-            payload_running,
-            created_at,
-        })
+            .or(modified)
+            .or_else(|| {
+                let path = snapshot.cgroup.as_ref()?;
+                fs::metadata(path).ok()?.modified().ok()
+            });
+        if !errors.is_empty() {
+            snapshot.state_error = Some(errors.join("; "));
+        }
+        snapshot
     }
 
-    /// Returns the sandbox's cgroup, from the handle or else from the spec.
-    pub fn cgroup(&self) -> Option<PathBuf> {
-        self.handle
-            .as_ref()
-            .and_then(|handle| handle.cgroup.clone())
-            .or_else(|| self.spec.as_ref().and_then(|spec| spec.cgroup.clone()))
+    /// Fills in what remains of the supervisor, the cgroup and the payload.
+    fn read_processes(&mut self, errors: &mut Vec<String>) {
+        self.supervisor_alive = match &self.handle {
+            Some(handle) => {
+                procfs::is_alive(handle.pid, handle.start_time).unwrap_or_else(|error| {
+                    errors.push(format!("failed to read supervisor {}: {error}", handle.pid));
+                    true
+                })
+            }
+            None => false,
+        };
+        let mut payload_populated = false;
+        if let Some(path) = &self.cgroup {
+            for (leaf, flag) in [
+                (path.clone(), &mut self.cgroup_populated),
+                (path.join(cgroup::PAYLOAD_LEAF), &mut payload_populated),
+            ] {
+                *flag = cgroup::populated(&leaf).map_or_else(
+                    |error| {
+                        errors.push(format!("failed to read {}: {error}", leaf.display()));
+                        true
+                    },
+                    |populated| populated.unwrap_or(false),
+                );
+            }
+        }
+        let descendants_running = match &self.handle {
+            Some(handle) if self.supervisor_alive => procfs::descendants(handle.pid).map_or_else(
+                |error| {
+                    errors.push(format!("failed to scan /proc: {error}"));
+                    true
+                },
+                |found| found.iter().any(|stat| !stat.is_dead()),
+            ),
+            _ => false,
+        };
+        self.payload_running = payload_populated || descendants_running;
     }
 
     /// Returns whether any process of the sandbox may remain.
@@ -129,7 +193,9 @@ impl Snapshot {
 
     /// Returns whether no handle was written yet but the supervisor may still write one.
     fn awaiting_handle(&self, now: SystemTime) -> bool {
-        self.handle.is_none()
+        self.exists
+            && self.handle.is_none()
+            && !self.handle_written
             && self.control.is_none()
             && self.created_at.is_some_and(|created| {
                 now.duration_since(created).unwrap_or(Duration::ZERO) < HANDLE_WAIT
@@ -140,12 +206,14 @@ impl Snapshot {
     ///
     /// A command that failed to start leaves nothing running, but it is reported as
     /// `Present { Error(..) }` so that the message reaches the record. Once a deletion is
-    /// requested it is reported as `Gone`, so the deletion completes.
+    /// requested it is reported as `Gone`, so the deletion completes. A missing directory or an
+    /// unreadable state file is `Gone` only when the trusted supervisor and the cgroup are
+    /// empty.
     pub fn observed(&self, now: SystemTime) -> Observed {
-        if !self.exists {
-            return Observed::Gone { exit_code: None };
-        }
         if !self.anything_remains() {
+            if !self.exists {
+                return Observed::Gone { exit_code: None };
+            }
             if self.awaiting_handle(now) {
                 return Observed::Present {
                     status: LiveStatus::Provisioning("starting the supervisor".to_string()),
@@ -163,19 +231,8 @@ impl Snapshot {
             };
         }
 
-        let status = match (&self.started, self.exit_code) {
-            (_, Some(code)) => LiveStatus::Exited(code),
-            (Some(StartedFile::Running { .. }), None) => {
-                LiveStatus::Ready("command running".to_string())
-            }
-            (Some(StartedFile::Failed { message }), None) => LiveStatus::Error(message.clone()),
-            (Some(StartedFile::Skipped), None) => {
-                LiveStatus::Provisioning("deletion requested before the command started".into())
-            }
-            (None, None) => LiveStatus::Provisioning("starting command".to_string()),
-        };
         let terminating = self.control.map(|control| {
-            let reason = if !self.payload_running {
+            let reason = if !self.payload_running && self.supervisor_alive {
                 REASON_SUPERVISOR
             } else if control.force || now >= control.kill_at() {
                 REASON_AFTER_SIGKILL
@@ -185,8 +242,32 @@ impl Snapshot {
             reason.to_string()
         });
         Observed::Present {
-            status,
+            status: self.status(),
             terminating,
+        }
+    }
+
+    /// Returns the status of a sandbox of which something remains.
+    fn status(&self) -> LiveStatus {
+        if self.handle.is_some() && !self.supervisor_alive && self.exit_code.is_none() {
+            return LiveStatus::Error(REASON_SUPERVISOR_VANISHED.to_string());
+        }
+        if !self.exists {
+            return LiveStatus::Unknown(REASON_DIRECTORY_MISSING.to_string());
+        }
+        if let Some(error) = &self.state_error {
+            return LiveStatus::Unknown(format!("{REASON_STATE_UNREADABLE}: {error}"));
+        }
+        match (&self.started, self.exit_code) {
+            (_, Some(code)) => LiveStatus::Exited(code),
+            (Some(StartedFile::Running { .. }), None) => {
+                LiveStatus::Ready("command running".to_string())
+            }
+            (Some(StartedFile::Failed { message }), None) => LiveStatus::Error(message.clone()),
+            (Some(StartedFile::Skipped), None) => {
+                LiveStatus::Provisioning("deletion requested before the command started".into())
+            }
+            (None, None) => LiveStatus::Provisioning("starting command".to_string()),
         }
     }
 
@@ -203,7 +284,7 @@ impl Snapshot {
             attributes.insert("pid".to_string(), handle.pid.to_string());
             attributes.insert("start_time".to_string(), handle.start_time.to_string());
         }
-        if let Some(cgroup) = self.cgroup() {
+        if let Some(cgroup) = self.cgroup.as_ref().filter(|path| path.exists()) {
             attributes.insert("cgroup".to_string(), cgroup.display().to_string());
         }
         if let Some(StartedFile::Running { pid }) = &self.started {
@@ -365,6 +446,56 @@ mod tests {
             ..fresh
         };
         assert_eq!(stale.observed(now), Observed::Gone { exit_code: None });
+    }
+
+    #[test]
+    fn killed_supervisor_with_populated_cgroup_is_error() {
+        let snapshot = Snapshot {
+            supervisor_alive: false,
+            cgroup_populated: true,
+            ..running()
+        };
+        assert_eq!(
+            snapshot.observed(SystemTime::now()),
+            present(LiveStatus::Error(REASON_SUPERVISOR_VANISHED.into()), None)
+        );
+    }
+
+    #[test]
+    fn missing_directory_with_processes_is_present() {
+        let snapshot = Snapshot {
+            exists: false,
+            ..running()
+        };
+        assert_eq!(
+            snapshot.observed(SystemTime::now()),
+            present(LiveStatus::Unknown(REASON_DIRECTORY_MISSING.into()), None)
+        );
+    }
+
+    #[test]
+    fn unreadable_state_is_unknown_until_empty() {
+        let snapshot = Snapshot {
+            state_error: Some("invalid JSON".into()),
+            started: None,
+            ..running()
+        };
+        assert_eq!(
+            snapshot.observed(SystemTime::now()),
+            present(
+                LiveStatus::Unknown(format!("{REASON_STATE_UNREADABLE}: invalid JSON")),
+                None
+            )
+        );
+        let empty = Snapshot {
+            supervisor_alive: false,
+            payload_running: false,
+            ..snapshot
+        };
+        assert_eq!(
+            empty.observed(SystemTime::now()),
+            Observed::Gone { exit_code: None }
+        );
     }
 
     #[test]

@@ -16,12 +16,18 @@
 //!
 //! SIGUSR1 (or SIGTERM, SIGINT, SIGHUP) makes it read `control.json`. With a deletion plan
 //! there it sends SIGTERM to every process of the sandbox and SIGKILL to whatever remains at
-//! the plan's kill time, then exits once no child remains.
+//! the plan's kill time, then exits once no child remains. The processes of the sandbox are
+//! those in the payload cgroup and every descendant found in `/proc`, so a process that moved
+//! itself out of the cgroup is still killed while it descends from the supervisor.
+//!
+//! A state file that cannot be written (the sandbox may remove its own directory) is logged and
+//! never makes the supervisor exit while it has a child.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -30,8 +36,8 @@ use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::cgroup;
 use crate::files::{
-    self, CONTROL_FILE, ControlFile, EXIT_CODE_FILE, HANDLE_FILE, HandleFile, LOCK_FILE, LOG_FILE,
-    STARTED_FILE, SandboxDir, SpecFile, StartedFile, WORK_DIR,
+    self, CONTROL_FILE, ControlFile, EXIT_CODE_FILE, HANDLE_FILE, HandleFile, LEGACY_WORK_DIR,
+    LOCK_FILE, LOG_FILE, STARTED_FILE, SandboxDir, SpecFile, StartedFile,
 };
 use crate::procfs;
 use crate::sys;
@@ -98,6 +104,7 @@ fn run(dir: &Path) -> io::Result<i32> {
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .map_err(context("failed to open", &lock_path))?;
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
@@ -197,10 +204,7 @@ fn try_start_command(
         return Err("a command is required".to_string());
     };
     let log_path = dir.file(LOG_FILE);
-    let log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log_file = files::open_append_nofollow(&log_path)
         .map_err(|error| format!("failed to open log {}: {error}", log_path.display()))?;
     let log_copy = log_file
         .try_clone()
@@ -222,7 +226,11 @@ fn try_start_command(
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(dir.file(WORK_DIR))
+        .current_dir(
+            spec.work_dir
+                .clone()
+                .unwrap_or_else(|| dir.file(LEGACY_WORK_DIR)),
+        )
         .env_clear()
         .env("PATH", path)
         .envs(spec.env.iter().map(|(key, value)| (key, value)))
@@ -324,10 +332,11 @@ impl Supervisor {
                             .or_else(|| status.terminating_signal().map(|signal| -signal))
                             .unwrap_or(-1);
                         log(format_args!("command exited with status {code}"));
-                        files::write_atomic(
-                            &self.dir.file(EXIT_CODE_FILE),
-                            code.to_string().as_bytes(),
-                        )?;
+                        let path = self.dir.file(EXIT_CODE_FILE);
+                        if let Err(error) = files::write_atomic(&path, code.to_string().as_bytes())
+                        {
+                            log(format_args!("failed to write {}: {error}", path.display()));
+                        }
                     }
                 }
                 Ok(None) => return Ok(true),
@@ -377,7 +386,8 @@ impl Supervisor {
     }
 
     /// Sends `signal` to every process of the sandbox and to every process group among them,
-    /// never to the supervisor or its own group.
+    /// never to the supervisor or its own group. The processes are those of the payload cgroup,
+    /// if there is one, and every live descendant found in `/proc`.
     ///
     /// NOTE: a pid read from `cgroup.procs` or `/proc` can exit and be reused before the signal
     /// is sent. The window is short because every such process is a descendant that only its
@@ -385,22 +395,24 @@ impl Supervisor {
     fn signal_all(&self, signal: Signal) {
         let mut pids = Vec::new();
         let mut groups = vec![self.command_pid];
-        match &self.cgroup {
-            Some(path) => match cgroup::procs_recursive(&path.join(cgroup::PAYLOAD_LEAF)) {
+        if let Some(path) = &self.cgroup {
+            match cgroup::procs_recursive(&path.join(cgroup::PAYLOAD_LEAF)) {
                 Ok(found) => pids = found,
                 Err(error) => log(format_args!("failed to list cgroup processes: {error}")),
-            },
-            None => match procfs::descendants(self.own_pid) {
-                Ok(found) => {
-                    for stat in found.iter().filter(|stat| !stat.is_dead()) {
+            }
+        }
+        match procfs::descendants(self.own_pid) {
+            Ok(found) => {
+                for stat in found.iter().filter(|stat| !stat.is_dead()) {
+                    if !pids.contains(&stat.pid) {
                         pids.push(stat.pid);
-                        if !groups.contains(&stat.pgrp) {
-                            groups.push(stat.pgrp);
-                        }
+                    }
+                    if !groups.contains(&stat.pgrp) {
+                        groups.push(stat.pgrp);
                     }
                 }
-                Err(error) => log(format_args!("failed to scan /proc: {error}")),
-            },
+            }
+            Err(error) => log(format_args!("failed to scan /proc: {error}")),
         }
         for group in groups.into_iter().filter(|&group| group != self.own_pid) {
             if let Some(group) = Pid::from_raw(group) {
@@ -414,17 +426,18 @@ impl Supervisor {
         }
     }
 
-    /// Kills every process of the sandbox: with `cgroup.kill` when there is a cgroup, else with
-    /// SIGKILL to each descendant found in `/proc`. The caller repeats it until none remain.
+    /// Kills every process of the sandbox: with `cgroup.kill` when there is a cgroup, and with
+    /// SIGKILL to each process of the payload cgroup and each descendant found in `/proc`, which
+    /// catches a process that moved itself out of the cgroup. The caller repeats it until no
+    /// child and no payload process remain.
     fn kill_all(&self) {
         if let Some(path) = &self.cgroup {
             let payload = path.join(cgroup::PAYLOAD_LEAF);
-            match cgroup::kill(&payload) {
-                Ok(()) => return,
-                Err(error) => log(format_args!(
+            if let Err(error) = cgroup::kill(&payload) {
+                log(format_args!(
                     "failed to write {}/cgroup.kill, so processes are killed one by one: {error}",
                     payload.display()
-                )),
+                ));
             }
         }
         self.signal_all(Signal::KILL);

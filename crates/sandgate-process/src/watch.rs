@@ -78,22 +78,27 @@ pub struct ChangeWatch {
 }
 
 impl ChangeWatch {
-    /// Creates an inotify instance that watches `dir` for files renamed into it and for its own
-    /// removal.
-    pub fn new(dir: &Path) -> io::Result<Self> {
+    /// Creates an inotify instance that watches nothing yet.
+    pub fn new() -> io::Result<Self> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        Ok(Self {
+            fd: crate::sys::register_readable(fd)?,
+        })
+    }
+
+    /// Watches `dir` for files renamed into it and for its own removal.
+    pub fn add_dir(&self, dir: &Path) -> io::Result<()> {
         inotify::add_watch(
-            &fd,
+            self.fd.get_ref(),
             dir,
             WatchFlags::MOVED_TO
                 | WatchFlags::CREATE
                 | WatchFlags::DELETE_SELF
                 | WatchFlags::MOVE_SELF
-                | WatchFlags::ONLYDIR,
+                | WatchFlags::ONLYDIR
+                | WatchFlags::DONT_FOLLOW,
         )?;
-        Ok(Self {
-            fd: crate::sys::register_readable(fd)?,
-        })
+        Ok(())
     }
 
     /// Also watches a `cgroup.events` file, which the kernel modifies when `populated` changes.

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sandgate_core::{LiveStatus, Observed, SandboxRecord, SandboxSpec};
 use sandgate_driver::{DeletePlan, Driver, DriverError, Observation};
-use sandgate_process::{CgroupMode, ProcessDriver, ProcessDriverConfig, REASON_AFTER_SIGTERM};
+use sandgate_process::{
+    CgroupMode, ProcessDriver, ProcessDriverConfig, REASON_AFTER_SIGTERM, REASON_DIRECTORY_MISSING,
+    REASON_STATE_UNREADABLE, REASON_SUPERVISOR_VANISHED,
+};
 use tokio::sync::mpsc;
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -124,7 +127,7 @@ impl Harness {
     }
 
     fn work_dir(&self, record: &SandboxRecord) -> PathBuf {
-        self.driver().sandbox_dir(record.id).join("work")
+        self.driver().work_dir(record.id)
     }
 
     /// Waits for an observation of `record` that matches `matches`.
@@ -682,4 +685,453 @@ async fn orphan_delete_kills_at_once() {
         started.elapsed()
     );
     assert!(!is_running(command));
+}
+
+// Faults a sandbox can cause itself: its command runs as the gateway's user, so it can rewrite,
+// remove or plant files in its state directory and move itself between cgroups.
+
+/// A cgroup this test creates next to the driver's base, killed and removed on drop.
+struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    fn new(harness: &Harness, name: &str) -> TestCgroup {
+        let parent = harness
+            .cgroup_base
+            .as_ref()
+            .and_then(|base| base.parent())
+            .expect("cgroup base has no parent")
+            .to_path_buf();
+        let path = parent.join(format!("sandgate-test-{name}-{}", std::process::id()));
+        fs::create_dir_all(&path).unwrap();
+        TestCgroup { path }
+    }
+
+    fn add(&self, pid: i32) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A process tree that is not part of any sandbox: `sh` waiting on a `sleep` child.
+struct Decoy {
+    child: std::process::Child,
+    sleeper: i32,
+}
+
+impl Decoy {
+    fn start() -> Decoy {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & wait"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let sleeper = loop {
+            if let Some(&sleeper) = descendants(pid).first() {
+                break sleeper;
+            }
+            assert!(Instant::now() < deadline, "decoy sleep did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Decoy { child, sleeper }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Writes the handle file the sandbox could write, naming this tree.
+    fn forge_handle(&self, dir: &Path, cgroup: Option<&Path>) {
+        let (.., start_time) = stat_of(self.pid()).unwrap();
+        let handle = serde_json::json!({
+            "pid": self.pid(),
+            "start_time": start_time,
+            "cgroup": cgroup,
+        });
+        fs::write(dir.join("handle.json"), handle.to_string()).unwrap();
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        kill(self.sleeper);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_present(observed: &Observed) -> bool {
+    matches!(observed, Observed::Present { .. })
+}
+
+#[tokio::test]
+async fn forged_handle_does_not_redirect_delete_with_cgroup() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    let decoy = Decoy::start();
+    let decoy_cgroup = TestCgroup::new(&harness, "decoy");
+    decoy_cgroup.add(decoy.pid());
+    decoy_cgroup.add(decoy.sleeper);
+
+    let record = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&record).await;
+    let supervisor = Harness::attribute(&record, "pid");
+    let command = Harness::attribute(&record, "command_pid");
+    decoy.forge_handle(
+        &harness.driver().sandbox_dir(record.id),
+        Some(&decoy_cgroup.path),
+    );
+
+    harness.delete(&record, Duration::ZERO, true).await;
+    harness.wait_gone(&record).await;
+
+    assert!(!is_running(command), "command {command} runs after Gone");
+    assert!(
+        !is_running(supervisor),
+        "supervisor {supervisor} runs after Gone"
+    );
+    assert!(
+        is_running(decoy.pid()),
+        "the decoy named by the forged handle was killed"
+    );
+    assert!(is_running(decoy.sleeper), "the decoy's child was killed");
+    assert!(
+        decoy_cgroup.path.exists(),
+        "the cgroup named by the forged handle was removed"
+    );
+}
+
+#[tokio::test]
+async fn forged_handle_does_not_redirect_delete_without_cgroup() {
+    let mut harness = Harness::new(CgroupMode::Off).await;
+    let decoy = Decoy::start();
+    let record = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&record).await;
+    let supervisor = Harness::attribute(&record, "pid");
+    let command = Harness::attribute(&record, "command_pid");
+    decoy.forge_handle(&harness.driver().sandbox_dir(record.id), None);
+
+    // A new driver without records can find the supervisor only through the directory, as
+    // after a crash between the spawn and the store write.
+    harness.restart(Vec::new()).await;
+    let mut without_details = record.clone();
+    without_details.driver = Default::default();
+    let observed = harness.driver().observe(&without_details).await.unwrap();
+    assert!(is_present(&observed), "{observed:?}");
+
+    harness.driver().delete_orphan(record.id).await.unwrap();
+    harness.wait_gone(&record).await;
+
+    assert!(!is_running(command), "command {command} runs after Gone");
+    assert!(
+        !is_running(supervisor),
+        "supervisor {supervisor} runs after Gone"
+    );
+    assert!(
+        is_running(decoy.pid()),
+        "the decoy named by the forged handle was killed"
+    );
+    assert!(is_running(decoy.sleeper), "the decoy's child was killed");
+}
+
+async fn removed_directory_is_not_gone(mode: CgroupMode) {
+    let mut harness = Harness::new(mode).await;
+    let record = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&record).await;
+    let supervisor = Harness::attribute(&record, "pid");
+    let command = Harness::attribute(&record, "command_pid");
+    fs::remove_dir_all(harness.driver().sandbox_dir(record.id)).unwrap();
+
+    let observed = harness.driver().observe(&record).await.unwrap();
+    assert_eq!(
+        observed,
+        Observed::Present {
+            status: LiveStatus::Unknown(REASON_DIRECTORY_MISSING.into()),
+            terminating: None,
+        }
+    );
+    let listed = harness.driver().list().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|found| found.id == record.id && is_present(&found.observed)),
+        "list lacks the sandbox without a directory: {listed:?}"
+    );
+
+    if mode == CgroupMode::Auto {
+        // Without any record, only the cgroup is left to find it by.
+        harness.restart(Vec::new()).await;
+        let listed = harness.driver().list().await.unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|found| found.id == record.id && is_present(&found.observed)),
+            "list lacks the orphan cgroup: {listed:?}"
+        );
+        harness.driver().delete_orphan(record.id).await.unwrap();
+    } else {
+        harness.delete(&record, Duration::ZERO, true).await;
+    }
+    harness.wait_gone(&record).await;
+
+    assert!(!is_running(command), "command {command} runs after Gone");
+    assert!(
+        !is_running(supervisor),
+        "supervisor {supervisor} runs after Gone"
+    );
+    assert!(
+        !harness.driver().work_dir(record.id).exists(),
+        "working directory remains after Gone"
+    );
+}
+
+#[tokio::test]
+async fn removed_directory_is_not_gone_with_cgroup() {
+    removed_directory_is_not_gone(CgroupMode::Auto).await;
+}
+
+#[tokio::test]
+async fn removed_directory_is_not_gone_without_cgroup() {
+    removed_directory_is_not_gone(CgroupMode::Off).await;
+}
+
+#[tokio::test]
+async fn garbage_state_file_does_not_break_list() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    let bad = harness.create(&["sleep", "1000"], GRACE).await;
+    let good = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&bad).await;
+    let command = Harness::attribute(&bad, "command_pid");
+    fs::write(
+        harness.driver().sandbox_dir(bad.id).join("started.json"),
+        "garbage\n",
+    )
+    .unwrap();
+
+    let listed = harness.driver().list().await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let bad_found = listed.iter().find(|found| found.id == bad.id).unwrap();
+    assert!(
+        matches!(
+            &bad_found.observed,
+            Observed::Present { status: LiveStatus::Unknown(reason), .. }
+                if reason.starts_with(REASON_STATE_UNREADABLE)
+        ),
+        "{:?}",
+        bad_found.observed
+    );
+    let good_found = listed.iter().find(|found| found.id == good.id).unwrap();
+    assert!(
+        matches!(
+            good_found.observed,
+            Observed::Present {
+                status: LiveStatus::Ready(_),
+                ..
+            }
+        ),
+        "{:?}",
+        good_found.observed
+    );
+
+    harness.delete(&bad, Duration::from_secs(2), false).await;
+    harness.wait_gone(&bad).await;
+    assert!(!is_running(command), "command {command} runs after Gone");
+    let listed = harness.driver().list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, good.id);
+}
+
+#[tokio::test]
+async fn escaped_process_is_killed_on_delete() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    let escape = TestCgroup::new(&harness, "escape");
+    // The escaped process leaves the session and ignores SIGTERM, so only a SIGKILL by pid
+    // reaches it.
+    let script = format!(
+        "setsid sh -c \"trap '' TERM; echo \\$\\$ > {procs}; echo \\$\\$ > escaped.pid; \
+         exec sleep 1000\" & exec sleep 1000",
+        procs = escape.path.join("cgroup.procs").display()
+    );
+    let record = harness.create(&["sh", "-c", &script], GRACE).await;
+    harness.wait_ready(&record).await;
+    let escaped: i32 = harness
+        .wait_file(&harness.work_dir(&record).join("escaped.pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    harness.track(escaped);
+    let members = fs::read_to_string(escape.path.join("cgroup.procs")).unwrap();
+    assert!(
+        members.lines().any(|line| line == escaped.to_string()),
+        "process {escaped} did not leave the sandbox cgroup: {members:?}"
+    );
+
+    harness.delete(&record, Duration::ZERO, true).await;
+    harness.wait_gone(&record).await;
+    assert!(
+        !is_running(escaped),
+        "process {escaped} that left the sandbox cgroup runs after Gone"
+    );
+}
+
+#[tokio::test]
+async fn garbage_control_file_does_not_block_delete() {
+    let mut harness = Harness::new(CgroupMode::Off).await;
+    let record = harness
+        .create(&["sh", "-c", "trap '' TERM; sleep 1000"], GRACE)
+        .await;
+    harness.wait_ready(&record).await;
+    let command = Harness::attribute(&record, "command_pid");
+    fs::write(
+        harness.driver().sandbox_dir(record.id).join("control.json"),
+        "garbage\n",
+    )
+    .unwrap();
+
+    let started = Instant::now();
+    harness.delete(&record, Duration::ZERO, true).await;
+    harness.wait_gone(&record).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "forced deletion took {:?}",
+        started.elapsed()
+    );
+    assert!(!is_running(command), "command {command} runs after Gone");
+}
+
+#[tokio::test]
+async fn planted_temp_symlink_is_not_followed() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    let victims = tempfile::tempdir().unwrap();
+    let victim = victims.path().join("victim.txt");
+    let linked_victim = victims.path().join("linked.txt");
+    let forged_started = victims.path().join("started.json");
+    fs::write(&victim, "precious\n").unwrap();
+    fs::write(&linked_victim, "precious too\n").unwrap();
+    fs::write(&forged_started, r#"{"failed":{"message":"forged"}}"#).unwrap();
+
+    let record = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&record).await;
+    let dir = harness.driver().sandbox_dir(record.id);
+    let temp_name = format!(".control.json.{}.tmp", std::process::id());
+    std::os::unix::fs::symlink(&victim, dir.join(temp_name)).unwrap();
+    std::os::unix::fs::symlink(&linked_victim, dir.join("control.json")).unwrap();
+    fs::remove_file(dir.join("started.json")).unwrap();
+    std::os::unix::fs::symlink(&forged_started, dir.join("started.json")).unwrap();
+
+    let observed = harness.driver().observe(&record).await.unwrap();
+    assert!(
+        matches!(
+            &observed,
+            Observed::Present { status: LiveStatus::Unknown(reason), .. }
+                if reason.starts_with(REASON_STATE_UNREADABLE)
+        ),
+        "a state file was read through a symbolic link: {observed:?}"
+    );
+
+    harness.delete(&record, Duration::ZERO, true).await;
+    harness.wait_gone(&record).await;
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(
+        fs::read_to_string(&linked_victim).unwrap(),
+        "precious too\n"
+    );
+    let names: Vec<_> = fs::read_dir(victims.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "files appeared next to the victims: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn work_dir_is_outside_state_dir() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    // Relative writes that once landed on the state files.
+    let record = harness
+        .create(
+            &[
+                "sh",
+                "-c",
+                "echo garbage > ../control.json; echo garbage > ../started.json; exec sleep 1000",
+            ],
+            GRACE,
+        )
+        .await;
+    harness.wait_ready(&record).await;
+    let command = Harness::attribute(&record, "command_pid");
+    let state_dir = harness.driver().sandbox_dir(record.id);
+    let work = harness.work_dir(&record);
+    let cwd = fs::read_link(format!("/proc/{command}/cwd")).unwrap();
+    assert_eq!(cwd, work);
+    assert!(
+        !work.starts_with(&state_dir),
+        "{} is inside {}",
+        work.display(),
+        state_dir.display()
+    );
+    assert!(!state_dir.join("work").exists());
+    let observed = harness.driver().observe(&record).await.unwrap();
+    assert!(
+        matches!(
+            observed,
+            Observed::Present {
+                status: LiveStatus::Ready(_),
+                ..
+            }
+        ),
+        "{observed:?}"
+    );
+
+    harness.delete(&record, GRACE, false).await;
+    harness.wait_gone(&record).await;
+    assert!(!state_dir.exists(), "state directory remains after Gone");
+    assert!(!work.exists(), "working directory remains after Gone");
+}
+
+#[tokio::test]
+async fn killed_supervisor_is_reported_as_error() {
+    let mut harness = Harness::new(CgroupMode::Auto).await;
+    let record = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&record).await;
+    let supervisor = Harness::attribute(&record, "pid");
+    let command = Harness::attribute(&record, "command_pid");
+    let cgroup = PathBuf::from(&record.driver.attributes["cgroup"]);
+
+    kill(supervisor);
+    harness
+        .wait_for(&record, "supervisor vanished", |observed| {
+            *observed
+                == Observed::Present {
+                    status: LiveStatus::Error(REASON_SUPERVISOR_VANISHED.into()),
+                    terminating: None,
+                }
+        })
+        .await;
+    assert!(
+        is_running(command),
+        "command {command} died with the supervisor"
+    );
+
+    harness.delete(&record, Duration::ZERO, true).await;
+    harness.wait_gone(&record).await;
+    assert!(!is_running(command), "command {command} runs after Gone");
+    assert!(!cgroup.exists(), "sandbox cgroup remains after Gone");
 }

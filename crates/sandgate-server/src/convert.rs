@@ -209,6 +209,10 @@ pub fn sandbox(record: &SandboxRecord) -> pb::Sandbox {
             attributes: record.driver.attributes.clone().into_iter().collect(),
         }),
         revision: record.revision,
+        kill_at: record
+            .deletion
+            .as_ref()
+            .and_then(|deletion| timestamp(deletion.kill_at)),
     }
 }
 

@@ -258,6 +258,7 @@ def to_sandbox(message: pb.Sandbox) -> Sandbox:
         reason_since=_from_timestamp(message, "reason_since"),
         created_at=_from_timestamp(message, "created_at"),
         deletion_requested_at=_from_timestamp(message, "deletion_requested_at"),
+        kill_at=_from_timestamp(message, "kill_at"),
         exit_code=message.exit_code if message.HasField("exit_code") else None,
         command=[*spec.command, *spec.args],
         env=dict(spec.env),

@@ -78,6 +78,9 @@ class Sandbox:
     """Driver that runs the sandbox, for example "process"."""
     driver_attributes: dict[str, str] = field(default_factory=dict)
     """Driver-specific facts for operators, such as the supervisor pid."""
+    kill_at: datetime | None = None
+    """While DELETING: when whatever still runs is killed; a later forced or shorter delete
+    moves it earlier."""
     revision: int = 0
     """Store revision of the sandbox's last change."""
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asandgate/v1/sandgate.proto\x12\x0bsandgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x01\n\x0bSandboxSpec\x12\x0f\n\x07\x63ommand\x18\x01 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12.\n\x03\x65nv\x18\x03 \x03(\x0b\x32!.sandgate.v1.SandboxSpec.EnvEntry\x12/\n\x0cgrace_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05image\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\rDriverDetails\x12\x0e\n\x06\x64river\x18\x01 \x01(\t\x12>\n\nattributes\x18\x02 \x03(\x0b\x32*.sandgate.v1.DriverDetails.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x04\n\x07Sandbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .sandgate.v1.Sandbox.LabelsEntry\x12&\n\x04spec\x18\x05 \x01(\x0b\x32\x18.sandgate.v1.SandboxSpec\x12(\n\x05phase\x18\x06 \x01(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x14\n\x0cphase_reason\x18\x07 \x01(\t\x12\x30\n\x0creason_since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15\x64\x65letion_requested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12*\n\x06\x64river\x18\x0c \x01(\x0b\x32\x1a.sandgate.v1.DriverDetails\x12\x10\n\x08revision\x18\r \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"G\n\nSandboxRef\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12\x0c\n\x02id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"\xcd\x01\n\x14\x43reateSandboxRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12=\n\x06labels\x18\x03 \x03(\x0b\x32-.sandgate.v1.CreateSandboxRequest.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.sandgate.v1.SandboxSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x11GetSandboxRequest\x12\'\n\x06target\x18\x01 \x01(\x0b\x32\x17.sandgate.v1.SandboxRef\"\xab\x01\n\x14ListSandboxesRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_workspaces\x18\x02 \x01(\x08\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12)\n\x06phases\x18\x04 \x03(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"k\n\x15ListSandboxesResponse\x12\'\n\tsandboxes\x18\x01 \x03(\x0b\x32\x14.sandgate.v1.Sandbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"\xd3\x01\n\x14\x44\x65leteSandboxRequest\x12\'\n\x06target\x18\x01 \x01(\x0b\x32\x17.sandgate.v1.SandboxRef\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cgrace_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\x18\n\x10ignore_not_found\x18\x06 \x01(\x08\"\xcb\x01\n\tTombstone\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x39\n\x15\x64\x65letion_requested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndeleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x04path\x18\x06 \x01(\x0e\x32\x18.sandgate.v1.RemovalPath\"\xa2\x01\n\x15\x44\x65leteSandboxResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.sandgate.v1.DeleteOutcome\x12%\n\x07sandbox\x18\x03 \x01(\x0b\x32\x14.sandgate.v1.Sandbox\x12)\n\ttombstone\x18\x04 \x01(\x0b\x32\x16.sandgate.v1.Tombstone\"S\n\x19WaitSandboxDeletedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x0e\x44\x65letionStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x14\n\x0cphase_reason\x18\x03 \x01(\t\x12\x30\n\x0creason_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x15WatchSandboxesRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_workspaces\x18\x02 \x01(\x08\x12\x0e\n\x04name\x18\x03 \x01(\tH\x00\x12\x0c\n\x02id\x18\x04 \x01(\tH\x00\x12\x17\n\x0fresume_revision\x18\x05 \x01(\x04\x42\x08\n\x06target\"\x82\x01\n\nWatchEvent\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.sandgate.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12%\n\x07sandbox\x18\x03 \x01(\x0b\x32\x14.sandgate.v1.Sandbox\x12\x10\n\x08snapshot\x18\x04 \x01(\x08*\xd0\x01\n\x0cSandboxPhase\x12\x1d\n\x19SANDBOX_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSANDBOX_PHASE_PROVISIONING\x10\x01\x12\x17\n\x13SANDBOX_PHASE_READY\x10\x02\x12\x18\n\x14SANDBOX_PHASE_EXITED\x10\x03\x12\x17\n\x13SANDBOX_PHASE_ERROR\x10\x04\x12\x19\n\x15SANDBOX_PHASE_UNKNOWN\x10\x05\x12\x1a\n\x16SANDBOX_PHASE_DELETING\x10\x06*\x8b\x01\n\rDeleteOutcome\x12\x1e\n\x1a\x44\x45LETE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LETE_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16\x44\x45LETE_OUTCOME_DELETED\x10\x02\x12!\n\x1d\x44\x45LETE_OUTCOME_ALREADY_ABSENT\x10\x03*z\n\x0bRemovalPath\x12\x1c\n\x18REMOVAL_PATH_UNSPECIFIED\x10\x00\x12\x18\n\x14REMOVAL_PATH_REQUEST\x10\x01\x12\x1b\n\x17REMOVAL_PATH_RECONCILER\x10\x02\x12\x16\n\x12REMOVAL_PATH_FORCE\x10\x03*\xa8\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x04\x32\x81\x04\n\x0eSandboxService\x12H\n\rCreateSandbox\x12!.sandgate.v1.CreateSandboxRequest\x1a\x14.sandgate.v1.Sandbox\x12\x42\n\nGetSandbox\x12\x1e.sandgate.v1.GetSandboxRequest\x1a\x14.sandgate.v1.Sandbox\x12V\n\rListSandboxes\x12!.sandgate.v1.ListSandboxesRequest\x1a\".sandgate.v1.ListSandboxesResponse\x12V\n\rDeleteSandbox\x12!.sandgate.v1.DeleteSandboxRequest\x1a\".sandgate.v1.DeleteSandboxResponse\x12`\n\x12WaitSandboxDeleted\x12&.sandgate.v1.WaitSandboxDeletedRequest\x1a\".sandgate.v1.DeleteSandboxResponse\x12O\n\x0eWatchSandboxes\x12\".sandgate.v1.WatchSandboxesRequest\x1a\x17.sandgate.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asandgate/v1/sandgate.proto\x12\x0bsandgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x01\n\x0bSandboxSpec\x12\x0f\n\x07\x63ommand\x18\x01 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12.\n\x03\x65nv\x18\x03 \x03(\x0b\x32!.sandgate.v1.SandboxSpec.EnvEntry\x12/\n\x0cgrace_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05image\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\rDriverDetails\x12\x0e\n\x06\x64river\x18\x01 \x01(\t\x12>\n\nattributes\x18\x02 \x03(\x0b\x32*.sandgate.v1.DriverDetails.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x04\n\x07Sandbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .sandgate.v1.Sandbox.LabelsEntry\x12&\n\x04spec\x18\x05 \x01(\x0b\x32\x18.sandgate.v1.SandboxSpec\x12(\n\x05phase\x18\x06 \x01(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x14\n\x0cphase_reason\x18\x07 \x01(\t\x12\x30\n\x0creason_since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15\x64\x65letion_requested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12*\n\x06\x64river\x18\x0c \x01(\x0b\x32\x1a.sandgate.v1.DriverDetails\x12\x10\n\x08revision\x18\r \x01(\x04\x12+\n\x07kill_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"G\n\nSandboxRef\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x12\x0c\n\x02id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"\xcd\x01\n\x14\x43reateSandboxRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12=\n\x06labels\x18\x03 \x03(\x0b\x32-.sandgate.v1.CreateSandboxRequest.LabelsEntry\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.sandgate.v1.SandboxSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x11GetSandboxRequest\x12\'\n\x06target\x18\x01 \x01(\x0b\x32\x17.sandgate.v1.SandboxRef\"\xab\x01\n\x14ListSandboxesRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_workspaces\x18\x02 \x01(\x08\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12)\n\x06phases\x18\x04 \x03(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"k\n\x15ListSandboxesResponse\x12\'\n\tsandboxes\x18\x01 \x03(\x0b\x32\x14.sandgate.v1.Sandbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"\xd3\x01\n\x14\x44\x65leteSandboxRequest\x12\'\n\x06target\x18\x01 \x01(\x0b\x32\x17.sandgate.v1.SandboxRef\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cgrace_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\x12\x18\n\x10ignore_not_found\x18\x06 \x01(\x08\"\xcb\x01\n\tTombstone\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x39\n\x15\x64\x65letion_requested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndeleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x04path\x18\x06 \x01(\x0e\x32\x18.sandgate.v1.RemovalPath\"\xa2\x01\n\x15\x44\x65leteSandboxResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.sandgate.v1.DeleteOutcome\x12%\n\x07sandbox\x18\x03 \x01(\x0b\x32\x14.sandgate.v1.Sandbox\x12)\n\ttombstone\x18\x04 \x01(\x0b\x32\x16.sandgate.v1.Tombstone\"S\n\x19WaitSandboxDeletedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x0e\x44\x65letionStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.sandgate.v1.SandboxPhase\x12\x14\n\x0cphase_reason\x18\x03 \x01(\t\x12\x30\n\x0creason_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x15WatchSandboxesRequest\x12\x11\n\tworkspace\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_workspaces\x18\x02 \x01(\x08\x12\x0e\n\x04name\x18\x03 \x01(\tH\x00\x12\x0c\n\x02id\x18\x04 \x01(\tH\x00\x12\x17\n\x0fresume_revision\x18\x05 \x01(\x04\x42\x08\n\x06target\"\x82\x01\n\nWatchEvent\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.sandgate.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12%\n\x07sandbox\x18\x03 \x01(\x0b\x32\x14.sandgate.v1.Sandbox\x12\x10\n\x08snapshot\x18\x04 \x01(\x08*\xd0\x01\n\x0cSandboxPhase\x12\x1d\n\x19SANDBOX_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSANDBOX_PHASE_PROVISIONING\x10\x01\x12\x17\n\x13SANDBOX_PHASE_READY\x10\x02\x12\x18\n\x14SANDBOX_PHASE_EXITED\x10\x03\x12\x17\n\x13SANDBOX_PHASE_ERROR\x10\x04\x12\x19\n\x15SANDBOX_PHASE_UNKNOWN\x10\x05\x12\x1a\n\x16SANDBOX_PHASE_DELETING\x10\x06*\x8b\x01\n\rDeleteOutcome\x12\x1e\n\x1a\x44\x45LETE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LETE_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16\x44\x45LETE_OUTCOME_DELETED\x10\x02\x12!\n\x1d\x44\x45LETE_OUTCOME_ALREADY_ABSENT\x10\x03*z\n\x0bRemovalPath\x12\x1c\n\x18REMOVAL_PATH_UNSPECIFIED\x10\x00\x12\x18\n\x14REMOVAL_PATH_REQUEST\x10\x01\x12\x1b\n\x17REMOVAL_PATH_RECONCILER\x10\x02\x12\x16\n\x12REMOVAL_PATH_FORCE\x10\x03*\xa8\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x04\x32\x81\x04\n\x0eSandboxService\x12H\n\rCreateSandbox\x12!.sandgate.v1.CreateSandboxRequest\x1a\x14.sandgate.v1.Sandbox\x12\x42\n\nGetSandbox\x12\x1e.sandgate.v1.GetSandboxRequest\x1a\x14.sandgate.v1.Sandbox\x12V\n\rListSandboxes\x12!.sandgate.v1.ListSandboxesRequest\x1a\".sandgate.v1.ListSandboxesResponse\x12V\n\rDeleteSandbox\x12!.sandgate.v1.DeleteSandboxRequest\x1a\".sandgate.v1.DeleteSandboxResponse\x12`\n\x12WaitSandboxDeleted\x12&.sandgate.v1.WaitSandboxDeletedRequest\x1a\".sandgate.v1.DeleteSandboxResponse\x12O\n\x0eWatchSandboxes\x12\".sandgate.v1.WatchSandboxesRequest\x1a\x17.sandgate.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,14 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SANDBOX_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SANDBOXPHASE']._serialized_start=2684
-  _globals['_SANDBOXPHASE']._serialized_end=2892
-  _globals['_DELETEOUTCOME']._serialized_start=2895
-  _globals['_DELETEOUTCOME']._serialized_end=3034
-  _globals['_REMOVALPATH']._serialized_start=3036
-  _globals['_REMOVALPATH']._serialized_end=3158
-  _globals['_WATCHEVENTTYPE']._serialized_start=3161
-  _globals['_WATCHEVENTTYPE']._serialized_end=3329
+  _globals['_SANDBOXPHASE']._serialized_start=2729
+  _globals['_SANDBOXPHASE']._serialized_end=2937
+  _globals['_DELETEOUTCOME']._serialized_start=2940
+  _globals['_DELETEOUTCOME']._serialized_end=3079
+  _globals['_REMOVALPATH']._serialized_start=3081
+  _globals['_REMOVALPATH']._serialized_end=3203
+  _globals['_WATCHEVENTTYPE']._serialized_start=3206
+  _globals['_WATCHEVENTTYPE']._serialized_end=3374
   _globals['_SANDBOXSPEC']._serialized_start=109
   _globals['_SANDBOXSPEC']._serialized_end=309
   _globals['_SANDBOXSPEC_ENVENTRY']._serialized_start=267
@@ -58,35 +58,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRIVERDETAILS_ATTRIBUTESENTRY']._serialized_start=409
   _globals['_DRIVERDETAILS_ATTRIBUTESENTRY']._serialized_end=458
   _globals['_SANDBOX']._serialized_start=461
-  _globals['_SANDBOX']._serialized_end=973
-  _globals['_SANDBOX_LABELSENTRY']._serialized_start=914
-  _globals['_SANDBOX_LABELSENTRY']._serialized_end=959
-  _globals['_SANDBOXREF']._serialized_start=975
-  _globals['_SANDBOXREF']._serialized_end=1046
-  _globals['_CREATESANDBOXREQUEST']._serialized_start=1049
-  _globals['_CREATESANDBOXREQUEST']._serialized_end=1254
-  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_start=914
-  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_end=959
-  _globals['_GETSANDBOXREQUEST']._serialized_start=1256
-  _globals['_GETSANDBOXREQUEST']._serialized_end=1316
-  _globals['_LISTSANDBOXESREQUEST']._serialized_start=1319
-  _globals['_LISTSANDBOXESREQUEST']._serialized_end=1490
-  _globals['_LISTSANDBOXESRESPONSE']._serialized_start=1492
-  _globals['_LISTSANDBOXESRESPONSE']._serialized_end=1599
-  _globals['_DELETESANDBOXREQUEST']._serialized_start=1602
-  _globals['_DELETESANDBOXREQUEST']._serialized_end=1813
-  _globals['_TOMBSTONE']._serialized_start=1816
-  _globals['_TOMBSTONE']._serialized_end=2019
-  _globals['_DELETESANDBOXRESPONSE']._serialized_start=2022
-  _globals['_DELETESANDBOXRESPONSE']._serialized_end=2184
-  _globals['_WAITSANDBOXDELETEDREQUEST']._serialized_start=2186
-  _globals['_WAITSANDBOXDELETEDREQUEST']._serialized_end=2269
-  _globals['_DELETIONSTATUS']._serialized_start=2272
-  _globals['_DELETIONSTATUS']._serialized_end=2414
-  _globals['_WATCHSANDBOXESREQUEST']._serialized_start=2417
-  _globals['_WATCHSANDBOXESREQUEST']._serialized_end=2548
-  _globals['_WATCHEVENT']._serialized_start=2551
-  _globals['_WATCHEVENT']._serialized_end=2681
-  _globals['_SANDBOXSERVICE']._serialized_start=3332
-  _globals['_SANDBOXSERVICE']._serialized_end=3845
+  _globals['_SANDBOX']._serialized_end=1018
+  _globals['_SANDBOX_LABELSENTRY']._serialized_start=959
+  _globals['_SANDBOX_LABELSENTRY']._serialized_end=1004
+  _globals['_SANDBOXREF']._serialized_start=1020
+  _globals['_SANDBOXREF']._serialized_end=1091
+  _globals['_CREATESANDBOXREQUEST']._serialized_start=1094
+  _globals['_CREATESANDBOXREQUEST']._serialized_end=1299
+  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_start=959
+  _globals['_CREATESANDBOXREQUEST_LABELSENTRY']._serialized_end=1004
+  _globals['_GETSANDBOXREQUEST']._serialized_start=1301
+  _globals['_GETSANDBOXREQUEST']._serialized_end=1361
+  _globals['_LISTSANDBOXESREQUEST']._serialized_start=1364
+  _globals['_LISTSANDBOXESREQUEST']._serialized_end=1535
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_start=1537
+  _globals['_LISTSANDBOXESRESPONSE']._serialized_end=1644
+  _globals['_DELETESANDBOXREQUEST']._serialized_start=1647
+  _globals['_DELETESANDBOXREQUEST']._serialized_end=1858
+  _globals['_TOMBSTONE']._serialized_start=1861
+  _globals['_TOMBSTONE']._serialized_end=2064
+  _globals['_DELETESANDBOXRESPONSE']._serialized_start=2067
+  _globals['_DELETESANDBOXRESPONSE']._serialized_end=2229
+  _globals['_WAITSANDBOXDELETEDREQUEST']._serialized_start=2231
+  _globals['_WAITSANDBOXDELETEDREQUEST']._serialized_end=2314
+  _globals['_DELETIONSTATUS']._serialized_start=2317
+  _globals['_DELETIONSTATUS']._serialized_end=2459
+  _globals['_WATCHSANDBOXESREQUEST']._serialized_start=2462
+  _globals['_WATCHSANDBOXESREQUEST']._serialized_end=2593
+  _globals['_WATCHEVENT']._serialized_start=2596
+  _globals['_WATCHEVENT']._serialized_end=2726
+  _globals['_SANDBOXSERVICE']._serialized_start=3377
+  _globals['_SANDBOXSERVICE']._serialized_end=3890
 # @@protoc_insertion_point(module_scope)

@@ -100,7 +100,7 @@ class DriverDetails(_message.Message):
     def __init__(self, driver: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Sandbox(_message.Message):
-    __slots__ = ("id", "workspace", "name", "labels", "spec", "phase", "phase_reason", "reason_since", "created_at", "deletion_requested_at", "exit_code", "driver", "revision")
+    __slots__ = ("id", "workspace", "name", "labels", "spec", "phase", "phase_reason", "reason_since", "created_at", "deletion_requested_at", "exit_code", "driver", "revision", "kill_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Sandbox(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    KILL_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace: str
     name: str
@@ -134,7 +135,8 @@ class Sandbox(_message.Message):
     exit_code: int
     driver: DriverDetails
     revision: int
-    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., spec: _Optional[_Union[SandboxSpec, _Mapping]] = ..., phase: _Optional[_Union[SandboxPhase, str]] = ..., phase_reason: _Optional[str] = ..., reason_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deletion_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., driver: _Optional[_Union[DriverDetails, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    kill_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., spec: _Optional[_Union[SandboxSpec, _Mapping]] = ..., phase: _Optional[_Union[SandboxPhase, str]] = ..., phase_reason: _Optional[str] = ..., reason_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deletion_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code: _Optional[int] = ..., driver: _Optional[_Union[DriverDetails, _Mapping]] = ..., revision: _Optional[int] = ..., kill_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SandboxRef(_message.Message):
     __slots__ = ("workspace", "name", "id")
