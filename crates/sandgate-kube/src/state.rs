@@ -203,12 +203,15 @@ impl Shared {
         }
     }
 
-    /// Sends an observation of `id` derived from the view. When the view shows nothing left, the
-    /// objects are read fresh first, because one watcher may lag behind the other and a Pod
-    /// created just before the Sandbox's deletion may not be in the view yet.
+    /// Sends an observation of `id` derived from the view. When the view lacks the Sandbox, the
+    /// objects are read fresh first, because one watcher may lag behind the other: a Pod created
+    /// just before the Sandbox's deletion may not be in the view yet, and a new Sandbox's Pod may
+    /// arrive before the Sandbox itself, which the view alone would take for a Sandbox deleted
+    /// outside sandgate.
     pub fn notify(self: &Arc<Self>, id: SandboxId) {
-        let observed = self.derive_cached(&id);
-        if !matches!(observed, Observed::Gone { .. }) {
+        let sandbox_seen = self.view().sandboxes.contains_key(&id);
+        if sandbox_seen {
+            let observed = self.derive_cached(&id);
             self.send(id, observed);
             return;
         }
@@ -216,11 +219,17 @@ impl Shared {
         tokio::spawn(async move {
             match shared.read_fresh(&id, None).await {
                 Ok(fresh) => {
-                    let observed = shared.derive(&id, fresh.sandbox.as_ref(), &fresh.pods);
+                    // If the Sandbox watcher caught up during the read, its view is at least as
+                    // new as the read, and later events will follow it.
+                    let observed = if shared.view().sandboxes.contains_key(&id) {
+                        shared.derive_cached(&id)
+                    } else {
+                        shared.derive(&id, fresh.sandbox.as_ref(), &fresh.pods)
+                    };
                     shared.send(id, observed);
                 }
                 Err(error) => {
-                    debug!(sandbox_id = %id, %error, "Confirming a removal failed; the reconciler retries")
+                    debug!(sandbox_id = %id, %error, "Reading a sandbox fresh failed; the reconciler retries")
                 }
             }
         });

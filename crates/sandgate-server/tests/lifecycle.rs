@@ -206,6 +206,16 @@ async fn reconciler_completes_deletion_of_gone_compute() {
     };
     assert_eq!(deleting.phase, Phase::Deleting);
 
+    // Once the deletion task has issued its delete and observed the result, it sleeps until the
+    // kill deadline, 10 s away, so only the reconciler can notice what happens next.
+    let store = h.lifecycle.store().clone();
+    eventually("the deletion task observes the object terminating", || {
+        store
+            .get(&created.id)
+            .is_some_and(|record| record.phase_reason == "object terminating")
+    })
+    .await;
+
     // The object goes away without any event reaching the gateway.
     h.driver.remove(created.id);
     let report = reconcile::pass(&h.lifecycle, &config()).await.unwrap();

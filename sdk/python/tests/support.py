@@ -140,9 +140,13 @@ class Handle:
 class Gateway:
     """A `sandgate serve` process on a loopback port, with its data directory."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, extra_args: list[str] | None = None
+    ) -> None:
+        """`extra_args` replaces the `serve` arguments of SANDGATE_PYTEST_SERVE_ARGS."""
         self.data_dir = data_dir
         self.log_path = log_path
+        self.extra_args = serve_args() if extra_args is None else extra_args
         self.address = ""
         self.port = 0
         self._process: subprocess.Popen[str] | None = None
@@ -160,7 +164,7 @@ class Gateway:
             f"127.0.0.1:{port}",
             "--data-dir",
             str(self.data_dir),
-            *serve_args(),
+            *self.extra_args,
         ]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
