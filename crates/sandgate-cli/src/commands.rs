@@ -125,10 +125,12 @@ async fn wait_ready(
     created: Sandbox,
     timeout: Duration,
 ) -> Result<Sandbox, Failure> {
-    if ready_check(&created)? {
+    let deadline = Instant::now() + timeout;
+    // ERROR can recover (a Kubernetes condition that clears), so the wait gives it ERROR_SETTLE.
+    let mut error_until = is_error(&created).then(|| Instant::now() + ERROR_SETTLE);
+    if error_until.is_none() && ready_check(&created)? {
         return Ok(created);
     }
-    let deadline = Instant::now() + timeout;
     let name = created.name.clone();
     let target = Target::Id(created.id.clone());
     let server = connection.server.clone();
@@ -154,7 +156,11 @@ async fn wait_ready(
         Ok(Ok(response)) => response.into_inner(),
     };
     loop {
-        let event = match tokio::time::timeout_at(deadline, stream.message()).await {
+        let until = error_until.map_or(deadline, |error_until| error_until.min(deadline));
+        let event = match tokio::time::timeout_at(until, stream.message()).await {
+            Err(_) if error_until.is_some() && Instant::now() < deadline => {
+                return Err(ready_check(&last).err().unwrap_or_else(|| not_ready(&last)));
+            }
             Err(_) => return Err(not_ready(&last)),
             Ok(Err(status)) => return Err(describe(&status, Some(&target), &server)),
             Ok(Ok(None)) => {
@@ -173,12 +179,25 @@ async fn wait_ready(
             )));
         }
         if let Some(sandbox) = event.sandbox {
+            if is_error(&sandbox) {
+                error_until.get_or_insert_with(|| Instant::now() + ERROR_SETTLE);
+                last = sandbox;
+                continue;
+            }
+            error_until = None;
             if ready_check(&sandbox)? {
                 return Ok(sandbox);
             }
             last = sandbox;
         }
     }
+}
+
+/// Time a wait for READY keeps waiting on an ERROR sandbox before it gives up.
+const ERROR_SETTLE: Duration = Duration::from_secs(5);
+
+fn is_error(sandbox: &Sandbox) -> bool {
+    sandbox.phase == SandboxPhase::Error as i32
 }
 
 /// Runs `sandgate get`.

@@ -118,14 +118,34 @@ def watch_request(
     return request
 
 
+ERROR_SETTLE = 5.0
+"""Seconds a wait for READY keeps waiting on an ERROR sandbox, because ERROR can recover."""
+
+
 def raise_if_not_starting(sandbox: Sandbox) -> None:
     if sandbox.phase in (Phase.PROVISIONING, Phase.UNKNOWN, Phase.READY):
         return
-    raise SandboxNotReady(
+    raise not_ready(sandbox)
+
+
+def not_ready(sandbox: Sandbox) -> SandboxNotReady:
+    return SandboxNotReady(
         f"sandbox {sandbox.name!r} (id {sandbox.id}) is {sandbox.phase.value}, not READY: "
         f"{sandbox.phase_reason}",
         sandbox=sandbox,
     )
+
+
+def error_deadline(sandbox: Sandbox, since: float | None, now: float) -> float | None:
+    """Return until when a wait for READY waits on `sandbox`, or None if it is not ERROR.
+
+    EXITED and DELETING end the wait at once. ERROR ends it after `ERROR_SETTLE` seconds
+    without recovery, because a sandbox's condition can go from ERROR back to READY.
+    """
+    if sandbox.phase == Phase.ERROR:
+        return since if since is not None else now + ERROR_SETTLE
+    raise_if_not_starting(sandbox)
+    return None
 
 
 def removed_while_waiting(sandbox: Sandbox) -> SandboxNotReady:

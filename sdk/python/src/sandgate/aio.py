@@ -106,30 +106,41 @@ class AsyncClient:
         return await self._wait_ready(sandbox, deadline)
 
     async def _wait_ready(self, sandbox: Sandbox, deadline: float) -> Sandbox:
-        if sandbox.phase == Phase.READY:
-            return sandbox
-        _requests.raise_if_not_starting(sandbox)
         request = pb.WatchSandboxesRequest(id=sandbox.id)
-        remaining = max(deadline - time.monotonic(), 0.001)
-        stream = self._stub.WatchSandboxes(request, timeout=remaining)
-        try:
-            async for message in stream:
-                event = _core.to_watch_event(message)
-                if event is None or event.sandbox is None:
-                    continue
-                if event.type == WatchEventType.DELETED:
-                    raise _requests.removed_while_waiting(event.sandbox)
-                sandbox = event.sandbox
-                if sandbox.phase == Phase.READY:
-                    return sandbox
-                _requests.raise_if_not_starting(sandbox)
-        except grpc.RpcError as error:
-            if _core.is_deadline_exceeded(error):
+        error_until = _requests.error_deadline(sandbox, None, time.monotonic())
+        while True:
+            if sandbox.phase == Phase.READY:
+                return sandbox
+            # While ERROR, the watch runs only until the settle time ends, then the wait gives up.
+            stream_deadline = deadline if error_until is None else min(deadline, error_until)
+            remaining = max(stream_deadline - time.monotonic(), 0.001)
+            stream = self._stub.WatchSandboxes(request, timeout=remaining)
+            reopen = False
+            try:
+                async for message in stream:
+                    event = _core.to_watch_event(message)
+                    if event is None or event.sandbox is None:
+                        continue
+                    if event.type == WatchEventType.DELETED:
+                        raise _requests.removed_while_waiting(event.sandbox)
+                    sandbox = event.sandbox
+                    if sandbox.phase == Phase.READY:
+                        return sandbox
+                    next_until = _requests.error_deadline(sandbox, error_until, time.monotonic())
+                    if (next_until is None) != (error_until is None):
+                        error_until = next_until
+                        reopen = True
+                        break
+            except grpc.RpcError as error:
+                if not _core.is_deadline_exceeded(error):
+                    raise _core.map_error(error, self._target) from None
+                if error_until is not None and time.monotonic() < deadline:
+                    raise _requests.not_ready(sandbox) from None
                 raise _requests.ready_timeout(sandbox) from None
-            raise _core.map_error(error, self._target) from None
-        finally:
-            stream.cancel()
-        raise _requests.removed_while_waiting(sandbox)
+            finally:
+                stream.cancel()
+            if not reopen:
+                raise _requests.removed_while_waiting(sandbox)
 
     async def get(self, name: str | None = None, *, id: str | None = None) -> Sandbox:
         """Return the sandbox with this name or id; see `Client.get`."""

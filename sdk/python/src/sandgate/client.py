@@ -106,7 +106,8 @@ class Client:
     def wait_until_ready(self, id: str, timeout: float = 60.0) -> Sandbox:
         """Wait until the sandbox with this id is READY and return it.
 
-        Raises SandboxNotReady if it reaches EXITED, ERROR or DELETING, is removed, or `timeout`
+        Raises SandboxNotReady if it reaches EXITED or DELETING, stays ERROR for 5 s (ERROR can
+        recover, for example when a Kubernetes condition clears), is removed, or `timeout`
         seconds pass first.
         """
         _core.check_id(id)
@@ -116,30 +117,41 @@ class Client:
         return self._wait_ready(sandbox, deadline)
 
     def _wait_ready(self, sandbox: Sandbox, deadline: float) -> Sandbox:
-        if sandbox.phase == Phase.READY:
-            return sandbox
-        _requests.raise_if_not_starting(sandbox)
         request = pb.WatchSandboxesRequest(id=sandbox.id)
-        remaining = max(deadline - time.monotonic(), 0.001)
-        stream = self._stub.WatchSandboxes(request, timeout=remaining)
-        try:
-            for message in stream:
-                event = _core.to_watch_event(message)
-                if event is None or event.sandbox is None:
-                    continue
-                if event.type == WatchEventType.DELETED:
-                    raise _requests.removed_while_waiting(event.sandbox)
-                sandbox = event.sandbox
-                if sandbox.phase == Phase.READY:
-                    return sandbox
-                _requests.raise_if_not_starting(sandbox)
-        except grpc.RpcError as error:
-            if _core.is_deadline_exceeded(error):
+        error_until = _requests.error_deadline(sandbox, None, time.monotonic())
+        while True:
+            if sandbox.phase == Phase.READY:
+                return sandbox
+            # While ERROR, the watch runs only until the settle time ends, then the wait gives up.
+            stream_deadline = deadline if error_until is None else min(deadline, error_until)
+            remaining = max(stream_deadline - time.monotonic(), 0.001)
+            stream = self._stub.WatchSandboxes(request, timeout=remaining)
+            reopen = False
+            try:
+                for message in stream:
+                    event = _core.to_watch_event(message)
+                    if event is None or event.sandbox is None:
+                        continue
+                    if event.type == WatchEventType.DELETED:
+                        raise _requests.removed_while_waiting(event.sandbox)
+                    sandbox = event.sandbox
+                    if sandbox.phase == Phase.READY:
+                        return sandbox
+                    next_until = _requests.error_deadline(sandbox, error_until, time.monotonic())
+                    if (next_until is None) != (error_until is None):
+                        error_until = next_until
+                        reopen = True
+                        break
+            except grpc.RpcError as error:
+                if not _core.is_deadline_exceeded(error):
+                    raise _core.map_error(error, self._target) from None
+                if error_until is not None and time.monotonic() < deadline:
+                    raise _requests.not_ready(sandbox) from None
                 raise _requests.ready_timeout(sandbox) from None
-            raise _core.map_error(error, self._target) from None
-        finally:
-            stream.cancel()
-        raise _requests.removed_while_waiting(sandbox)
+            finally:
+                stream.cancel()
+            if not reopen:
+                raise _requests.removed_while_waiting(sandbox)
 
     def get(self, name: str | None = None, *, id: str | None = None) -> Sandbox:
         """Return the sandbox with this name (in the client's workspace) or this id.
