@@ -328,13 +328,9 @@ impl Driver for KubeDriver {
     }
 
     async fn observe(&self, record: &SandboxRecord) -> Result<Observed, DriverError> {
-        let fresh = self
-            .shared
-            .read_fresh(&record.id, Self::recorded_uid(record))
-            .await?;
-        Ok(self
-            .shared
-            .derive(&record.id, fresh.sandbox.as_ref(), &fresh.pods))
+        self.shared
+            .observe_fresh(&record.id, Self::recorded_uid(record))
+            .await
     }
 
     async fn list(&self) -> Result<Vec<Found>, DriverError> {

@@ -35,7 +35,16 @@ pub struct View {
     /// Ids of the records the server holds, from startup and from every create, so that a
     /// re-list that lacks them reports them.
     pub known: HashSet<SandboxId>,
+    /// Ids for which some read or event has shown a Pod.
+    pub pod_seen: HashSet<SandboxId>,
 }
+
+/// Time a removal of a sandbox that never showed a Pod is re-checked after. The controller may
+/// still be creating its first Pod from a reconcile that began before the Sandbox was deleted,
+/// and the API server then accepts the Pod after the Sandbox is gone. An estimate: such a
+/// reconcile works from the controller's cache, which trails the API server by well under 2 s
+/// on a healthy cluster.
+pub const FIRST_POD_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// State shared by the driver and its watchers.
 pub struct Shared {
@@ -157,6 +166,9 @@ impl Shared {
     /// so that a later replacement is reported as such.
     pub fn derive(&self, id: &SandboxId, sandbox: Option<&Sandbox>, pods: &[Pod]) -> Observed {
         let mut view = self.view();
+        if !pods.is_empty() {
+            view.pod_seen.insert(*id);
+        }
         let observed = observe::derive(Snapshot {
             sandbox,
             pods,
@@ -179,6 +191,31 @@ impl Shared {
             Observed::Present { .. } => {}
         }
         observed
+    }
+
+    /// Reads `id` fresh and derives its observation. A removal of a sandbox that never showed a
+    /// Pod is read again after [`FIRST_POD_SETTLE`], so that a first Pod created just after the
+    /// Sandbox's removal is not missed.
+    ///
+    /// # Errors
+    /// Returns the error of a failed read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn observe_fresh(
+        &self,
+        id: &SandboxId,
+        uid: Option<&str>,
+    ) -> Result<Observed, DriverError> {
+        let fresh = self.read_fresh(id, uid).await?;
+        let observed = self.derive(id, fresh.sandbox.as_ref(), &fresh.pods);
+        let pod_seen = self.view().pod_seen.contains(id);
+        if !matches!(observed, Observed::Gone { .. }) || pod_seen {
+            return Ok(observed);
+        }
+        tokio::time::sleep(FIRST_POD_SETTLE).await;
+        let fresh = self.read_fresh(id, uid).await?;
+        Ok(self.derive(id, fresh.sandbox.as_ref(), &fresh.pods))
     }
 
     /// Derives the observation of `id` from the watchers' view.
@@ -217,14 +254,14 @@ impl Shared {
         }
         let shared = self.clone();
         tokio::spawn(async move {
-            match shared.read_fresh(&id, None).await {
+            match shared.observe_fresh(&id, None).await {
                 Ok(fresh) => {
                     // If the Sandbox watcher caught up during the read, its view is at least as
                     // new as the read, and later events will follow it.
                     let observed = if shared.view().sandboxes.contains_key(&id) {
                         shared.derive_cached(&id)
                     } else {
-                        shared.derive(&id, fresh.sandbox.as_ref(), &fresh.pods)
+                        fresh
                     };
                     shared.send(id, observed);
                 }
