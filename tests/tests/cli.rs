@@ -269,3 +269,22 @@ fn delete_by_selector_removes_matches_only() {
     assert_eq!(stdout(&empty), "", "an empty list prints no table");
     assert!(stderr(&empty).contains("No sandboxes found in workspace \"default\""));
 }
+
+#[test]
+fn empty_workspace_variable_means_default() {
+    let gateway = Gateway::start();
+    assert!(
+        gateway
+            .cli(&["create", "here", "--", "sleep", "1000"])
+            .status
+            .success()
+    );
+    let output = std::process::Command::new(sandgate_binary())
+        .args(["list"])
+        .env("SANDGATE_SERVER", gateway.url())
+        .env("SANDGATE_WORKSPACE", "")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("here"), "{}", stdout(&output));
+}

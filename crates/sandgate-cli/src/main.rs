@@ -24,6 +24,14 @@ use crate::cli::{Cli, Command};
 use crate::client::{EXIT_USAGE, Failure};
 
 fn main() -> ExitCode {
+    // An empty SANDGATE_SERVER or SANDGATE_WORKSPACE means unset, as an empty variable does for
+    // most tools, rather than an invalid value.
+    for name in ["SANDGATE_SERVER", "SANDGATE_WORKSPACE"] {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return report_parse_error(&error),
