@@ -53,7 +53,7 @@ impl fmt::Display for Phase {
     }
 }
 
-/// What to run.
+/// The command a sandbox runs, and how it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Program and leading arguments, argv[0] first.
@@ -84,7 +84,7 @@ pub struct DriverDetails {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// How a removal was confirmed.
+/// The path by which a removal was confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemovalPath {
     /// A delete request, confirmed by the driver's observation.
@@ -140,7 +140,7 @@ pub struct SandboxRecord {
     pub created_at: SystemTime,
     /// Exit status of the command once it ended; negative for a signal.
     pub exit_code: Option<i32>,
-    /// What the driver recorded; `driver` is empty until the driver has started the compute.
+    /// Driver details; `driver` is empty until the driver has started the compute.
     pub driver: DriverDetails,
     /// Set once the record entered DELETING.
     pub deletion: Option<Deletion>,
@@ -185,7 +185,7 @@ impl SandboxRecord {
     }
 }
 
-/// What remains of a removed sandbox for the retention period.
+/// The record kept of a removed sandbox for the retention period.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
     /// Id of the removed sandbox.
@@ -198,6 +198,6 @@ pub struct Tombstone {
     pub deletion_requested_at: SystemTime,
     /// When the removal was confirmed.
     pub deleted_at: SystemTime,
-    /// How the removal was confirmed.
+    /// The path by which the removal was confirmed.
     pub path: RemovalPath,
 }

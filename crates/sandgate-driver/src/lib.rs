@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 pub struct Observation {
     /// The sandbox observed.
     pub id: SandboxId,
-    /// What was observed.
+    /// The observed state.
     pub observed: Observed,
 }
 
@@ -36,13 +36,13 @@ pub struct Found {
     pub id: SandboxId,
     /// When the backend object was created, for the orphan grace period.
     pub created_at: Option<SystemTime>,
-    /// What is observed of it.
+    /// Its observed state.
     pub observed: Observed,
-    /// What the store would record of it, for a record whose creation a crash interrupted.
+    /// The details the store records, for a record whose creation a crash interrupted.
     pub details: DriverDetails,
 }
 
-/// How hard a deletion pushes.
+/// The deadline and force of a deletion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeletePlan {
     /// When whatever still runs must be killed. Past for a forced deletion.
@@ -66,7 +66,7 @@ pub enum DriverError {
     Unsupported {
         /// Field of the request.
         field: String,
-        /// What is wrong and what to do.
+        /// The problem and the fix.
         message: String,
     },
     /// A failure that may pass: the caller retries with backoff.

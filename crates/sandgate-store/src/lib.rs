@@ -1,6 +1,6 @@
-//! The durable sandbox store: one record per sandbox in an in-memory index, backed by SQLite in
-//! the data directory, with a store-wide revision, an event log for watches, tombstones of
-//! removed sandboxes, and a per-sandbox channel that wakes waiters on removal.
+//! The durable sandbox store. It keeps one record per sandbox in an in-memory index, backed by
+//! SQLite in the data directory. It also keeps a store-wide revision, an event log for watches,
+//! tombstones of removed sandboxes, and a per-sandbox channel that wakes waiters on removal.
 //!
 //! # Consistency
 //! Every write runs under one lock: the database transaction commits first, then the index, the
@@ -116,7 +116,7 @@ impl Store {
     /// applies migrations and loads every record and tombstone.
     ///
     /// # Errors
-    /// Returns [`StoreError::DirectoryInUse`] if another `sandgate serve` holds the directory,
+    /// Returns [`StoreError::DirectoryInUse`] if another `sandgate serve` has the directory locked,
     /// and other variants if the database cannot be opened or read.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let lock = DirectoryLock::acquire(data_dir)?;
@@ -212,7 +212,7 @@ impl Store {
         self.inner.index.len()
     }
 
-    /// Returns whether the store holds no record.
+    /// Returns whether the store has no record.
     pub fn is_empty(&self) -> bool {
         self.inner.index.is_empty()
     }
