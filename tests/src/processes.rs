@@ -96,7 +96,7 @@ pub fn handle(data_dir: &Path, id: &str) -> Option<Handle> {
 }
 
 /// Returns the pids of sandbox `id` that are alive: its supervisor (if the handle still names
-/// it) and the supervisor's descendants, plus whatever its cgroup holds.
+/// it) and the supervisor's descendants, plus whatever its cgroup contains.
 pub fn sandbox_processes(data_dir: &Path, id: &str) -> Vec<i32> {
     let Some(handle) = handle(data_dir, id) else {
         return Vec::new();
@@ -168,7 +168,7 @@ pub fn kill_sandboxes(data_dir: &Path) {
 }
 
 /// Removes the cgroups the process driver made for `data_dir`, deepest first. A cgroup that still
-/// holds a process is left in place.
+/// contains a process is left in place.
 pub fn remove_cgroups(data_dir: &Path) {
     let Some(mount) = cgroup2_mount() else {
         return;
@@ -209,8 +209,8 @@ fn cgroup2_mount() -> Option<std::path::PathBuf> {
     })
 }
 
-/// The process driver names its cgroup base after a 48-bit FNV-1a hash of the canonical data
-/// directory, in 12 hex digits.
+/// Returns the 48-bit FNV-1a hash in 12 hex digits that the process driver names its cgroup base
+/// after, computed over the canonical data directory.
 fn fnv48(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use crate::validate::ValidationError;
 
-/// Shortest wait a waiting delete accepts.
+/// Minimum wait a waiting delete accepts.
 pub const MIN_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest wait a waiting delete accepts.
+/// Maximum wait a waiting delete accepts.
 pub const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Wait used when a waiting delete gives no timeout.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Grace period used when a sandbox's spec gives none.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
-/// Longest grace period accepted at create or delete.
+/// Maximum grace period accepted at create or delete.
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Parses a duration such as "500ms", "30s", "5m" or "1h30m".

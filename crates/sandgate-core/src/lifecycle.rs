@@ -37,9 +37,9 @@ pub enum LiveStatus {
 pub enum Observed {
     /// Some compute exists. While a deletion runs, `terminating` names what is still present.
     Present {
-        /// What the workload does.
+        /// The workload's status.
         status: LiveStatus,
-        /// What a deletion still waits for, once the driver has seen one under way.
+        /// The object a deletion still waits for, once the driver has noticed one under way.
         terminating: Option<String>,
     },
     /// Nothing of the sandbox remains. `exit_code` is the command's recorded status, if any.

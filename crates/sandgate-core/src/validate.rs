@@ -11,7 +11,7 @@ use thiserror::Error;
 pub struct ValidationError {
     /// Dotted path of the field, such as `spec.grace_period`.
     pub field: String,
-    /// What is wrong with the value and what to do instead.
+    /// The problem with the value and the fix.
     pub message: String,
 }
 
@@ -25,7 +25,7 @@ impl ValidationError {
     }
 }
 
-/// Longest part of a value that error messages quote.
+/// Maximum number of characters of a value that error messages quote.
 const QUOTE_LIMIT: usize = 64;
 
 /// Quotes `value` for an error message, cutting it after 64 characters and saying how long it

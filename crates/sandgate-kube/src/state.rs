@@ -241,10 +241,10 @@ impl Shared {
     }
 
     /// Sends an observation of `id` derived from the view. When the view lacks the Sandbox, the
-    /// objects are read fresh first, because one watcher may lag behind the other: a Pod created
-    /// just before the Sandbox's deletion may not be in the view yet, and a new Sandbox's Pod may
-    /// arrive before the Sandbox itself, which the view alone would take for a Sandbox deleted
-    /// outside sandgate.
+    /// objects are read fresh first, because one watcher may lag behind the other. A Pod created
+    /// just before the Sandbox's deletion may not be in the view yet. A new Sandbox's Pod may
+    /// arrive before the Sandbox itself, and the view alone would take that for a Sandbox
+    /// deleted outside sandgate.
     pub fn notify(self: &Arc<Self>, id: SandboxId) {
         let sandbox_seen = self.view().sandboxes.contains_key(&id);
         if sandbox_seen {

@@ -4,7 +4,7 @@
 //! Each sandbox gets `<base>/<id>/` with two leaf cgroups: `supervisor`, which contains only the
 //! supervisor, and `payload`, which contains the command and everything it starts. The split lets
 //! the supervisor kill the payload with `cgroup.kill` and survive to report it, while
-//! `<base>/<id>/cgroup.events` still says `populated 0` only when nothing at all remains.
+//! `<base>/<id>/cgroup.events` still reads `populated 0` only when nothing at all remains.
 
 use std::fs;
 use std::io::{self, Write};

@@ -69,7 +69,7 @@ pub fn duration_field(
         return Ok(None);
     };
     // A google.protobuf.Duration is valid only with nanos in (-1e9, 1e9) and of the same sign as
-    // seconds; a negative one makes no sense for any field of this API.
+    // seconds. No field of this API takes a negative duration, so nanos must be in [0, 1e9).
     let valid = value.seconds >= 0 && (0..1_000_000_000).contains(&value.nanos);
     if !valid {
         return Err(ValidationError::new(

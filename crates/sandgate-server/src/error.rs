@@ -124,7 +124,7 @@ fn is_full(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Longest status message sent; gRPC carries it in a header, and clients reject large headers.
+/// Maximum length in bytes of a status message; gRPC carries it in a header, and clients reject large headers.
 const MAX_MESSAGE_BYTES: usize = 4096;
 
 impl From<ApiError> for Status {

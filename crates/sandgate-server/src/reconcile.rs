@@ -2,11 +2,11 @@
 //! driver observes, and settles what watch events alone could have missed.
 //!
 //! Each pass:
-//! 1. lists everything the driver holds, by sandbox id;
-//! 2. walks every record in pages of ids: it re-drives the deletion of DELETING records and
-//!    applies what the backend shows (completing those whose compute is gone), applies the
-//!    backend's state to live records (ERROR for compute that vanished without a delete), and
-//!    resolves records whose creation a crash interrupted;
+//! 1. lists everything the driver has, by sandbox id;
+//! 2. walks every record in pages of ids. It re-drives the deletion of each DELETING record and
+//!    completes those whose compute is gone. It applies the backend's state to live records,
+//!    which makes compute that vanished without a delete ERROR. It resolves records whose
+//!    creation a crash interrupted;
 //! 3. deletes backend compute that has no record and is older than the orphan grace period;
 //! 4. purges tombstones past their retention.
 

@@ -57,7 +57,7 @@ pub enum StoreError {
         workspace: String,
         /// Name.
         name: String,
-        /// The sandbox that holds the name.
+        /// The sandbox that has the name.
         holder: Box<SandboxRecord>,
     },
     /// The database refused a read or write.

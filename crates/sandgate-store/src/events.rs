@@ -70,7 +70,7 @@ impl EventLog {
         self.events.push_back(Arc::new(event));
     }
 
-    /// Returns the events after `revision`, or [`Since::Expired`] if the log no longer holds all
+    /// Returns the events after `revision`, or [`Since::Expired`] if the log no longer contains all
     /// of them (or `revision` is from the future, as after a restore from an older backup).
     pub fn since(&self, revision: u64) -> Since {
         if revision == self.head {

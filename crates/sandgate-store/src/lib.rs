@@ -9,7 +9,7 @@
 //!
 //! A removal runs in this order: insert the tombstone, drop the record from the index, then
 //! publish the removal on the sandbox's channel. A waiter looks up the index first and the
-//! tombstones second, so it either holds the channel before the removal is published (and sees
+//! tombstones second, so it either has the channel before the removal is published (and finds
 //! it, since a `watch` channel keeps its latest value) or finds the tombstone. No removal can
 //! slip between a waiter's check and its wait.
 
@@ -283,7 +283,7 @@ impl Store {
     /// Commits a new record, assigning its revision.
     ///
     /// # Errors
-    /// Returns [`StoreError::NameTaken`] if a live or DELETING sandbox holds the name, or a
+    /// Returns [`StoreError::NameTaken`] if a live or DELETING sandbox has the name, or a
     /// database error; nothing is written then.
     ///
     /// # Cancel safety

@@ -119,10 +119,8 @@ def both_objects(sandbox_id: str) -> list[str]:
 
 def create(client: sandgate.Client, name: str, grace_period: float) -> sandgate.Sandbox:
     """Create an image sandbox and wait until it is READY."""
-    # NOTE: this wait, and the one in client.sandbox(), can raise SandboxNotReady (about one
-    # create in ten beside a Rust build on 2 cores). The gateway briefly reports ERROR "sandbox
-    # object was deleted outside sandgate" for a new sandbox when its Pod watcher sees the Pod
-    # before its Sandbox watcher sees the Sandbox. The tests do not retry around that bug.
+    # The tests do not retry: a new sandbox that passes through ERROR on its way to READY is a
+    # driver bug for them to catch.
     return client.create(
         name, SLEEP_FOREVER, image=TEST_IMAGE, grace_period=grace_period, wait_ready=True
     )
