@@ -110,9 +110,8 @@ fn live_status(snapshot: Snapshot<'_>) -> LiveStatus {
 
     match ready.status.as_str() {
         "True" => match current {
-            Some(pod) if pod_phase(pod) == "Running" && !replaced => {
-                LiveStatus::Ready(running_reason(pod))
-            }
+            // A running replacement is ready too; the Pod last seen running is updated then.
+            Some(pod) if pod_phase(pod) == "Running" => LiveStatus::Ready(running_reason(pod)),
             Some(pod) if !replaced => LiveStatus::Provisioning(pending_reason(pod)),
             _ => LiveStatus::Provisioning(RECREATING_REASON.to_string()),
         },

@@ -206,11 +206,18 @@ fn deleted_pod_reports_recreation() {
         expected
     );
 
-    // Once the new Pod runs and Ready is True again, the sandbox is READY.
+    // Ready may still be True from the old Pod while the new one is pending.
+    assert_eq!(
+        observe(Some(&stale), std::slice::from_ref(&new), Some("pod-1")),
+        expected
+    );
+
+    // Once the new Pod runs and Ready is True again, the sandbox is READY, although the Pod last
+    // seen running is still the old one.
     let ready = sandbox(Some(("True", "DependenciesReady", "")));
     let running = pod("pod-2", "Running");
     assert!(matches!(
-        observe(Some(&ready), &[running], Some("pod-2")),
+        observe(Some(&ready), &[running], Some("pod-1")),
         Observed::Present {
             status: LiveStatus::Ready(_),
             terminating: None,
