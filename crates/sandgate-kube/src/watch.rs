@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -93,6 +94,22 @@ impl Watched for Pod {
     }
 }
 
+/// Longest pause between two attempts to list and watch again. kube-runtime's default is 30 s,
+/// which after an API server outage leaves the view stale for up to that long while deletions
+/// wait on it; 5 s is still kind to an API server that struggles, with jitter spreading the
+/// retries.
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(WATCH_BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Starts both watchers. They run until the process exits.
 pub fn spawn_watchers(shared: &Arc<Shared>) {
     tokio::spawn(run::<Sandbox>(shared.clone(), shared.sandboxes.clone()));
@@ -105,7 +122,9 @@ where
     K::DynamicType: Default,
 {
     let config = watcher::Config::default().labels(&instance_selector(&shared.instance));
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config)
+        .backoff(watch_backoff())
+        .boxed();
     let mut buffer: Option<HashMap<SandboxId, Vec<K>>> = None;
     let mut first_list = true;
     let mut failures: u64 = 0;
