@@ -404,6 +404,13 @@ impl Lifecycle {
                     } else {
                         error!(%error, "Issuing the delete failed; retrying");
                     }
+                    // The record says why the deletion does not progress, so that a wait that
+                    // times out meanwhile names the real cause.
+                    let blocked = Observed::Present {
+                        status: LiveStatus::Unknown(String::new()),
+                        terminating: Some(format!("the delete cannot be issued yet: {error}")),
+                    };
+                    self.apply(id, blocked, RemovalPath::Request).await;
                     let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     wait

@@ -29,6 +29,8 @@ struct FakeDriver {
     backend: Mutex<Backend>,
     /// When set, create waits for this before it returns.
     create_gate: Mutex<Option<Arc<Notify>>>,
+    /// When set, delete fails with this transient error.
+    delete_error: Mutex<Option<String>>,
 }
 
 impl FakeDriver {
@@ -93,6 +95,9 @@ impl Driver for FakeDriver {
     }
 
     async fn delete(&self, record: &SandboxRecord, plan: DeletePlan) -> Result<(), DriverError> {
+        if let Some(message) = self.delete_error.lock().unwrap().clone() {
+            return Err(DriverError::Transient(message));
+        }
         let mut backend = self.backend.lock().unwrap();
         backend.deletes.push((record.id, plan));
         if let Some(found) = backend.objects.get_mut(&record.id)
@@ -358,6 +363,52 @@ async fn force_escalates_the_deletion_under_way() {
         .unwrap();
     assert!(deletion.force);
     assert!(deletion.kill_at <= SystemTime::now());
+}
+
+#[tokio::test]
+async fn undeliverable_delete_names_its_cause() {
+    let h = harness();
+    let created = h
+        .lifecycle
+        .create(record("f", Duration::ZERO))
+        .await
+        .unwrap();
+    *h.driver.delete_error.lock().unwrap() = Some("connection refused".into());
+    h.lifecycle.delete(created.id, PLAIN).await.unwrap();
+
+    let store = h.lifecycle.store();
+    eventually("the reason names the failed delete", || {
+        store
+            .get(&created.id)
+            .is_some_and(|record| record.phase_reason.contains("connection refused"))
+    })
+    .await;
+    let record = store.get(&created.id).unwrap();
+    assert_eq!(record.phase, Phase::Deleting);
+    assert!(
+        record
+            .phase_reason
+            .starts_with("the delete cannot be issued yet: "),
+        "{}",
+        record.phase_reason
+    );
+
+    // Once the backend answers again, the retried delete goes through and the removal lands.
+    *h.driver.delete_error.lock().unwrap() = None;
+    eventually("the retried delete reaches the backend", || {
+        !h.driver.deletes().is_empty()
+    })
+    .await;
+    h.driver.remove(created.id);
+    let gone = Observed::Gone { exit_code: None };
+    h.lifecycle
+        .apply(created.id, gone, RemovalPath::Request)
+        .await;
+    let removed = h
+        .lifecycle
+        .wait_removed(created.id, Duration::from_secs(5))
+        .await;
+    assert!(removed.is_ok(), "{removed:?}");
 }
 
 #[tokio::test]
