@@ -172,8 +172,19 @@ impl Gateway {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Returns the number of log lines so far, for [`Gateway::wait_for_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
     /// Waits until a log line contains `needle`, failing after `timeout`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for_log_since(0, needle, timeout).await;
+    }
+
+    /// Waits until a log line after the first `mark` lines contains `needle`, failing after
+    /// `timeout`.
+    pub async fn wait_for_log_since(&self, mark: usize, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self
@@ -181,6 +192,7 @@ impl Gateway {
                 .lock()
                 .unwrap()
                 .iter()
+                .skip(mark)
                 .any(|line| line.contains(needle))
             {
                 return;

@@ -3,7 +3,10 @@
 
 pub mod api;
 pub mod cluster;
+pub mod figures;
 pub mod gateway;
 pub mod kube_gateway;
 pub mod kube_proxy;
 pub mod processes;
+pub mod scenarios;
+pub mod target;

@@ -270,6 +270,27 @@ async fn force_skips_long_grace_period() {
     let sandbox = create(&mut client, "slow", Duration::from_secs(120)).await;
     wait_ready(&mut client, &sandbox.id).await;
 
+    // A wait shorter than the grace period times out and says what the deletion waits for.
+    let started = Instant::now();
+    let status = client
+        .delete_sandbox(delete_request(
+            by_id(&sandbox.id),
+            true,
+            Duration::from_secs(3),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let pod_name = object_name(&sandbox.id);
+    assert!(
+        status
+            .message()
+            .contains(&format!("pod {pod_name} terminating")),
+        "{status}"
+    );
+
+    // Force escalates the deletion under way.
     let mut request = delete_request(by_id(&sandbox.id), true, LONG);
     request.force = true;
     let started = Instant::now();

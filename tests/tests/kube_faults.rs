@@ -1,182 +1,137 @@
-//! Fault tests of the Kubernetes driver: gateway crashes at random points of creations and
-//! deletions, and a Sandbox deleted while the gateway's watches are cut off.
+//! Fault tests of the Kubernetes driver that break the API server: a 20 s outage while deletions
+//! wait, and a Sandbox deleted while the gateway's watches are cut off.
 //!
-//! The tests skip themselves when `SANDGATE_TEST_KUBECONFIG` is unset. The re-list test starts
-//! a cluster of its own (`tests/cluster/up kube-relist`), because it restarts kube-apiserver.
+//! The tests skip themselves when `SANDGATE_TEST_KUBECONFIG` is unset. Each one starts a cluster
+//! of its own (`tests/cluster/up kube-outage`, `tests/cluster/up kube-relist`), because it stops
+//! or restarts kube-apiserver.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use sandgate_e2e::api::{self, by_id, delete_request, phase};
 use sandgate_e2e::cluster::{OwnCluster, Sandbox, TestCluster, read_cluster_env};
+use sandgate_e2e::figures::Figures;
 use sandgate_e2e::kube_gateway::{
-    assert_compute_gone, create, create_request, list_all, object_name, service_account_kubeconfig,
-    start_gateway, wait_ready,
+    assert_compute_gone, create, object_name, service_account_kubeconfig, start_gateway, wait_ready,
 };
 use sandgate_e2e::kube_proxy::TcpProxy;
+use sandgate_e2e::target::Target;
 use sandgate_proto::v1 as pb;
+use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(90);
 const VANISHED_REASON: &str = "compute vanished without a delete through sandgate";
 
-/// A small deterministic generator (SplitMix64), so that a failing seed replays the same
-/// schedule.
-struct Rng(u64);
+/// Time kube-apiserver stays stopped.
+const OUTAGE: Duration = Duration::from_secs(20);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_outage_during_waits() {
+    if TestCluster::from_env().await.unwrap().is_none() {
+        return;
+    }
+    let own = OwnCluster::start("kube-outage").await.unwrap();
+    let target = Target::kubernetes_on(&own.cluster, "kube-outage", &[]).await;
+    let mut figures = Figures::new("API server outage", target.driver());
+    let mut client = target.client().await;
+    // Two deletions are under way when the API server stops, two are requested during the
+    // outage, one waits less than the outage lasts, and one sandbox is left alone.
+    let graces = [10, 10, 1, 1, 1, 1];
+    let mut ids = Vec::new();
+    for (index, grace) in graces.iter().enumerate() {
+        let sandbox = target
+            .create(
+                &mut client,
+                &format!("o-{index}"),
+                Duration::from_secs(*grace),
+            )
+            .await;
+        target.wait_ready(&mut client, &sandbox.id).await;
+        ids.push(sandbox.id);
+    }
+    let started = Instant::now();
+    let waiting = client.clone();
+    let spawn_wait = |id: String| {
+        let mut client = waiting.clone();
+        tokio::spawn(async move {
+            let response = client
+                .delete_sandbox(delete_request(by_id(&id), true, LONG + OUTAGE))
+                .await;
+            (id, response, started.elapsed())
+        })
+    };
+    let mut waits: Vec<_> = ids[..2].iter().cloned().map(spawn_wait).collect();
+    for id in &ids[..2] {
+        api::wait_until(&mut client, id, LONG, "DELETING", |s| {
+            phase(s) == pb::SandboxPhase::Deleting
+        })
+        .await;
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
+    own.apiserver("stop").await.unwrap();
+    let stopped = Instant::now();
+    figures.faults = 1;
+    waits.extend(ids[2..4].iter().cloned().map(spawn_wait));
+    let status = client
+        .delete_sandbox(delete_request(by_id(&ids[4]), true, Duration::from_secs(5)))
+        .await
+        .expect_err("a 5 s wait cannot end while the API server is down");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    eprintln!(
+        "a wait that timed out during the outage: {}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("the delete cannot be issued yet"),
+        "the timeout does not name the unreachable API server: {}",
+        status.message()
+    );
+    let record = api::get(&mut client, &ids[4])
+        .await
+        .expect("still recorded");
+    assert_eq!(phase(&record), pb::SandboxPhase::Deleting);
+    // Reads keep answering from the store during the outage.
+    let untouched = api::get(&mut client, &ids[5])
+        .await
+        .expect("still recorded");
+    assert_eq!(phase(&untouched), pb::SandboxPhase::Ready);
 
-fn seed() -> u64 {
-    match std::env::var("SANDGATE_TEST_SEED") {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("SANDGATE_TEST_SEED={value:?} is not a number")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or(1),
-    }
-}
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    own.apiserver("start").await.unwrap();
+    eprintln!("kube-apiserver was down for {:?}", stopped.elapsed());
 
-async fn wait_deleted(client: &mut api::Client, id: &str) -> pb::DeleteSandboxResponse {
-    client
+    for wait in waits {
+        let (id, response, elapsed) = tokio::time::timeout(LONG + OUTAGE, wait)
+            .await
+            .expect("no wait hangs after the outage")
+            .unwrap();
+        let response = response
+            .unwrap_or_else(|status| panic!("the wait for {id} failed: {status}"))
+            .into_inner();
+        assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32, "{id}");
+        target.assert_compute_gone(&id).await;
+        eprintln!("the wait for {id} returned after {elapsed:?}");
+        figures.waited(elapsed);
+        figures.confirmed += 1;
+    }
+    // The deletion whose caller timed out was not lost.
+    let waited = client
         .wait_sandbox_deleted(pb::WaitSandboxDeletedRequest {
-            id: id.to_string(),
+            id: ids[4].clone(),
             timeout: Some(prost_types::Duration::try_from(LONG).unwrap()),
         })
         .await
-        .unwrap_or_else(|status| panic!("wait for the deletion of {id} failed: {status}"))
-        .into_inner()
-}
-
-#[tokio::test]
-async fn random_crashes_converge() {
-    let Some(cluster) = TestCluster::from_env().await.unwrap() else {
-        return;
-    };
-    let namespace = cluster.namespace("kube-random-crash").await.unwrap();
-    let kubeconfig = service_account_kubeconfig(&cluster.kubeconfig, &namespace, None)
-        .await
-        .unwrap();
-    let seed = seed();
-    eprintln!("random_crashes_converge: SANDGATE_TEST_SEED={seed}");
-    let mut rng = Rng(seed);
-    let mut gateway = start_gateway(&kubeconfig.path, &[], &[]).await;
-    let grace = Duration::from_secs(1);
-
-    for round in 0..4 {
-        // Creations and deletions run in a task of their own while the gateway is killed.
-        let mut client = gateway.client().await;
-        let creations = 3 + rng.below(6);
-        let delete_mask = rng.next();
-        let work = tokio::spawn(async move {
-            for index in 0..creations {
-                let name = format!("r{round}-{index}");
-                let Ok(created) = client.create_sandbox(create_request(&name, grace)).await else {
-                    return;
-                };
-                if delete_mask & (1 << index) != 0 {
-                    let id = created.into_inner().id;
-                    let request = delete_request(by_id(&id), false, LONG);
-                    if client.delete_sandbox(request).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        // Each create or delete call takes tens of milliseconds, so the kill lands inside the work.
-        let delay = Duration::from_millis(rng.below(400));
-        tokio::time::sleep(delay).await;
-        eprintln!("round {round}: killing the gateway after {delay:?}");
-        gateway.kill();
-        let _ = work.await;
-        gateway.restart();
-        gateway
-            .wait_for_log("Kubernetes driver connected", Duration::from_secs(20))
-            .await;
-    }
-
-    // After the last restart, every record settles: none stays PROVISIONING or DELETING.
-    let mut client = gateway.client().await;
-    let settle_until = Instant::now() + LONG;
-    loop {
-        let records = list_all(&mut client).await;
-        let unsettled: Vec<_> = records
-            .iter()
-            .filter(|record| {
-                matches!(
-                    phase(record),
-                    pb::SandboxPhase::Provisioning | pb::SandboxPhase::Deleting
-                )
-            })
-            .collect();
-        if unsettled.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < settle_until,
-            "seed {seed}: records did not settle: {unsettled:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-
-    // Every Sandbox in the namespace belongs to a record: no orphan.
-    let records = list_all(&mut client).await;
-    let record_objects: BTreeSet<String> = records.iter().map(|r| object_name(&r.id)).collect();
-    let sandboxes = namespace.api::<Sandbox>().list(&Default::default()).await;
-    for sandbox in sandboxes.unwrap().items {
-        let name = sandbox.metadata.name.clone().unwrap_or_default();
-        assert!(
-            record_objects.contains(&name),
-            "seed {seed}: Sandbox {name} has no record"
-        );
-    }
-
-    // Every remaining sandbox can be deleted, and a waiter by id returns for each.
-    for record in &records {
-        let request = delete_request(by_id(&record.id), false, LONG);
-        client.delete_sandbox(request).await.unwrap();
-    }
-    for record in &records {
-        let waited = wait_deleted(&mut client, &record.id).await;
-        assert_eq!(waited.outcome, pb::DeleteOutcome::Deleted as i32);
-        assert_compute_gone(&namespace, &record.id).await;
-    }
-    assert!(list_all(&mut client).await.is_empty());
-    let pods = namespace
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap();
-    assert!(
-        pods.items.is_empty(),
-        "seed {seed}: Pods left: {}",
-        pods.items.len()
-    );
-    let left = namespace
-        .api::<Sandbox>()
-        .list(&Default::default())
-        .await
-        .unwrap();
-    assert!(
-        left.items.is_empty(),
-        "seed {seed}: Sandboxes left: {}",
-        left.items.len()
-    );
+        .expect("the timed-out deletion completes")
+        .into_inner();
+    assert_eq!(waited.outcome, pb::DeleteOutcome::Deleted as i32);
+    target.assert_compute_gone(&ids[4]).await;
+    figures.confirmed += 1;
+    let kept = target.wait_ready(&mut client, &ids[5]).await;
+    assert_eq!(kept.id, ids[5]);
+    figures.iterations = ids.len() as u64;
+    figures.report();
 }
 
 /// Returns the index just past the last log line so far, to look only at later lines.
@@ -228,11 +183,16 @@ async fn relist_notices_delete_while_cut_off() {
         .wait_for_log("Watch failed", Duration::from_secs(30))
         .await;
 
-    // Someone else deletes the Sandbox, and its Pod goes, while the gateway cannot see it.
+    // Someone else deletes the Sandbox and its Pod while the gateway cannot see it.
     let name = object_name(&sandbox.id);
     namespace
         .api::<Sandbox>()
-        .delete(&name, &DeleteParams::foreground())
+        .delete(&name, &DeleteParams::background())
+        .await
+        .unwrap();
+    namespace
+        .api::<Pod>()
+        .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
     let gone_until = Instant::now() + LONG;

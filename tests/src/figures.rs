@@ -1,0 +1,143 @@
+//! What the reliability scenarios count, how big they run, and the seeded random schedule of the
+//! fault scenarios.
+//!
+//! Each scenario prints one `figures: {json}` line to stderr. With `SANDGATE_TEST_FIGURES` set to
+//! a file path, the same line is appended there, and `tests/reliability` turns the file into a
+//! table. `SANDGATE_TEST_SCALE` (default 1) multiplies the iteration counts, and
+//! `SANDGATE_TEST_CHURN_SECS` (default 0) keeps the crash churn going for at least that long.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::target::DriverKind;
+
+/// Variable with the path of the file that figures are appended to.
+pub const FIGURES_ENV: &str = "SANDGATE_TEST_FIGURES";
+
+/// Counts from one run of one scenario.
+#[derive(Debug, Serialize)]
+pub struct Figures {
+    /// Name of the scenario.
+    pub scenario: &'static str,
+    /// Driver the gateway ran on.
+    pub driver: &'static str,
+    /// Seed of the random schedule, for the scenarios that have one.
+    pub seed: Option<u64>,
+    /// Sandboxes, generations or rounds the scenario went through.
+    pub iterations: u64,
+    /// Faults injected: gateway kills, API server stops, cut connections, callers dropped.
+    pub faults: u64,
+    /// Deletions whose removal was confirmed and then checked against the compute.
+    pub confirmed: u64,
+    /// Compute found without a record after the scenario settled.
+    pub orphans: u64,
+    /// Records found stuck in DELETING or PROVISIONING after the scenario settled.
+    pub stuck: u64,
+    /// Longest time one delete call or wait took, in milliseconds.
+    pub longest_wait_ms: u64,
+    /// Other outcome counts, by name.
+    pub outcomes: Vec<(&'static str, u64)>,
+}
+
+impl Figures {
+    /// Starts the counts of `scenario` on `driver`.
+    pub fn new(scenario: &'static str, driver: DriverKind) -> Self {
+        Self {
+            scenario,
+            driver: driver.name(),
+            seed: None,
+            iterations: 0,
+            faults: 0,
+            confirmed: 0,
+            orphans: 0,
+            stuck: 0,
+            longest_wait_ms: 0,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Records one wait of `elapsed`, keeping the longest.
+    pub fn waited(&mut self, elapsed: Duration) {
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.longest_wait_ms = self.longest_wait_ms.max(millis);
+    }
+
+    /// Adds an outcome count.
+    pub fn outcome(&mut self, name: &'static str, count: u64) {
+        self.outcomes.push((name, count));
+    }
+
+    /// Prints the figures, and appends them to the file named by `SANDGATE_TEST_FIGURES`.
+    pub fn report(&self) {
+        let line = serde_json::to_string(self).expect("figures serialise");
+        eprintln!("figures: {line}");
+        let Some(path) = std::env::var_os(FIGURES_ENV) else {
+            return;
+        };
+        // One short write with O_APPEND, so lines of tests running at once do not mix.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("open {FIGURES_ENV}={path:?}: {error}"));
+        file.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|error| panic!("write {FIGURES_ENV}={path:?}: {error}"));
+    }
+}
+
+fn number_from_env(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a whole number")),
+    )
+}
+
+/// Factor applied to the iteration counts: `SANDGATE_TEST_SCALE`, default 1.
+pub fn scale() -> u64 {
+    number_from_env("SANDGATE_TEST_SCALE").unwrap_or(1).max(1)
+}
+
+/// Least time the crash churn runs for: `SANDGATE_TEST_CHURN_SECS`, default 0.
+pub fn churn_duration() -> Duration {
+    Duration::from_secs(number_from_env("SANDGATE_TEST_CHURN_SECS").unwrap_or(0))
+}
+
+/// Seed of a random schedule: `SANDGATE_TEST_SEED`, or one taken from the clock.
+pub fn seed() -> u64 {
+    number_from_env("SANDGATE_TEST_SEED").unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(1);
+        nanos | 1
+    })
+}
+
+/// A small deterministic generator (SplitMix64), so that a printed seed replays the same
+/// schedule.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Starts the sequence of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Returns the next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Returns a number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+}
