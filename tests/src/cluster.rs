@@ -324,9 +324,11 @@ pub struct OwnCluster {
 }
 
 impl OwnCluster {
-    /// Starts (or reuses) cluster `name`. The first start may build the components, which takes
-    /// tens of minutes on a cold cache.
+    /// Starts (or reuses) cluster `name`, suffixed with the test process's pid so that two test
+    /// runs side by side never share one. The first start may build the components, which
+    /// takes tens of minutes on a cold cache.
     pub async fn start(name: &str) -> Result<Self> {
+        let name = &format!("{name}-{}", std::process::id());
         let output = run_cluster_script("up", &[name]).await?;
         let kubeconfig = output
             .lines()

@@ -11,10 +11,12 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use sandgate_e2e::api::{self, by_id, by_name, delete_request, phase};
 use sandgate_e2e::cluster::{Sandbox, TEST_IMAGE, TestCluster, TestNamespace};
+use sandgate_e2e::figures::Figures;
 use sandgate_e2e::kube_gateway::{
     assert_compute_gone, create, delete_and_confirm, list_all, object_name,
     service_account_kubeconfig, start_gateway, wait_ready,
 };
+use sandgate_e2e::target::DriverKind;
 use sandgate_proto::v1 as pb;
 use tonic::Code;
 
@@ -209,6 +211,7 @@ async fn pod_finalizer_holds_deletion_until_removed() {
     pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&add))
         .await
         .unwrap();
+    let held_for = Instant::now();
 
     let status = client
         .delete_sandbox(delete_request(
@@ -255,6 +258,13 @@ async fn pod_finalizer_holds_deletion_until_removed() {
         pb::DeleteOutcome::Deleted as i32
     );
     assert_compute_gone(&namespace, &sandbox.id).await;
+    let mut figures = Figures::new("Pod held by a finalizer", DriverKind::Kubernetes);
+    figures.iterations = 1;
+    figures.faults = 1;
+    figures.confirmed = 1;
+    figures.waited(held_for.elapsed());
+    figures.outcome("waits timed out naming the finalizer", 1);
+    figures.report();
 }
 
 #[tokio::test]
@@ -301,6 +311,12 @@ async fn force_skips_long_grace_period() {
     eprintln!("forced delete took {elapsed:?} for a grace period of 120 s");
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     assert!(gateway.log_text().contains("Forced deletion"));
+    let mut figures = Figures::new("grace period longer than the wait", DriverKind::Kubernetes);
+    figures.iterations = 1;
+    figures.confirmed = 1;
+    figures.waited(elapsed);
+    figures.outcome("waits timed out naming the Pod", 1);
+    figures.report();
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use sandgate_e2e::api::{self, by_id, create, delete_request, phase, wait_ready};
+use sandgate_e2e::figures::Figures;
 use sandgate_e2e::gateway::{Gateway, GatewayOptions};
 use sandgate_e2e::processes;
+use sandgate_e2e::target::DriverKind;
 use sandgate_proto::v1 as pb;
 use tonic::Code;
 
@@ -179,4 +181,10 @@ async fn unrecorded_deletion_is_never_acted_on() {
         .into_inner();
     assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32);
     assert!(processes::sandbox_processes(gateway.data_dir(), &sandbox.id).is_empty());
+    let mut figures = Figures::new("store cannot write", DriverKind::Process);
+    figures.iterations = 1;
+    figures.faults = 2;
+    figures.confirmed = 1;
+    figures.outcome("deletions refused and not acted on", 2);
+    figures.report();
 }
