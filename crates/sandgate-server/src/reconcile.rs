@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sandgate_core::lifecycle::{self, Change};
 use sandgate_core::{LiveStatus, Observed, RemovalPath, SandboxRecord};
 use sandgate_driver::Found;
 use sandgate_store::Modified;
@@ -207,12 +208,23 @@ async fn settle(
 
     let interrupted = record.driver.driver.is_empty();
     let observed = match backend {
-        Some(found) => {
-            if interrupted {
-                lifecycle.record_details(record.id, found.details).await;
-            }
+        Some(found) if interrupted => {
+            lifecycle.record_details(record.id, found.details).await;
             found.observed
         }
+        // The list was read before the record, and across several API calls, so it may be older
+        // than what the watchers last applied. A change it implies is confirmed with a fresh read
+        // of this one sandbox first.
+        Some(found) if would_change(record, &found.observed, now) => {
+            match lifecycle.driver().observe(record).await {
+                Ok(observed) => observed,
+                Err(error) => {
+                    warn!(sandbox_id = %record.id, %error, "Observing a sandbox failed");
+                    return;
+                }
+            }
+        }
+        Some(found) => found.observed,
         None if age < CREATION_GRACE => return,
         None if interrupted => Observed::Present {
             status: LiveStatus::Error(INTERRUPTED_REASON.to_string()),
@@ -232,4 +244,12 @@ async fn settle(
     {
         report.changed += 1;
     }
+}
+
+/// Returns whether applying `observed` would change `record`.
+fn would_change(record: &SandboxRecord, observed: &Observed, now: SystemTime) -> bool {
+    !matches!(
+        lifecycle::apply_observation(record, observed, RemovalPath::Reconciler, now),
+        Change::Unchanged
+    )
 }

@@ -31,6 +31,8 @@ struct FakeDriver {
     create_gate: Mutex<Option<Arc<Notify>>>,
     /// When set, delete fails with this transient error.
     delete_error: Mutex<Option<String>>,
+    /// When set, list returns these in place of the backend, as a list older than the backend.
+    stale_list: Mutex<Option<Vec<Found>>>,
 }
 
 impl FakeDriver {
@@ -118,6 +120,9 @@ impl Driver for FakeDriver {
     }
 
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
+        if let Some(stale) = self.stale_list.lock().unwrap().clone() {
+            return Ok(stale);
+        }
         Ok(self
             .backend
             .lock()
@@ -363,6 +368,36 @@ async fn force_escalates_the_deletion_under_way() {
         .unwrap();
     assert!(deletion.force);
     assert!(deletion.kill_at <= SystemTime::now());
+}
+
+#[tokio::test]
+async fn stale_list_does_not_overwrite_newer_state() {
+    let h = harness();
+    let created = h
+        .lifecycle
+        .create(record("g", Duration::ZERO))
+        .await
+        .unwrap();
+    h.lifecycle
+        .apply(created.id, running(), RemovalPath::Request)
+        .await;
+    // The list was read while the compute looked broken, but it runs now.
+    let broken = Observed::Present {
+        status: LiveStatus::Error("object missing".into()),
+        terminating: None,
+    };
+    let stale = Found {
+        id: created.id,
+        created_at: Some(SystemTime::now()),
+        observed: broken,
+        details: details(created.id),
+    };
+    *h.driver.stale_list.lock().unwrap() = Some(vec![stale]);
+
+    let report = reconcile::pass(&h.lifecycle, &config()).await.unwrap();
+    assert_eq!(report.changed, 0);
+    let record = h.lifecycle.store().get(&created.id).unwrap();
+    assert_eq!(record.phase, Phase::Ready, "{}", record.phase_reason);
 }
 
 #[tokio::test]
