@@ -88,12 +88,14 @@ async fn accept_loop(
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        // Subscribe before reading the flag: a cut between the two then still reaches this
+        // connection through the signal.
+        let mut cut_signal = generation.subscribe();
         if cut.load(Ordering::SeqCst) {
             reset(client);
             continue;
         }
         accepted.fetch_add(1, Ordering::SeqCst);
-        let mut cut_signal = generation.subscribe();
         tokio::spawn(async move {
             let Ok(mut server) = TcpStream::connect(upstream).await else {
                 reset(client);

@@ -170,17 +170,71 @@ pub fn kill_sandboxes(data_dir: &Path) {
 /// Removes the cgroups the process driver made for `data_dir`, deepest first. A cgroup that still
 /// contains a process is left in place.
 pub fn remove_cgroups(data_dir: &Path) {
-    let Some(mount) = cgroup2_mount() else {
-        return;
-    };
-    let Ok(canonical) = data_dir.canonicalize() else {
-        return;
-    };
-    let base = mount.join(format!(
+    if let Some(base) = cgroup_base(data_dir) {
+        remove_tree(&base);
+    }
+}
+
+/// Returns the cgroup under which the process driver puts the sandboxes of `data_dir`, one child
+/// per sandbox id, or `None` when no cgroup2 file system is mounted.
+pub fn cgroup_base(data_dir: &Path) -> Option<std::path::PathBuf> {
+    let mount = cgroup2_mount()?;
+    let canonical = data_dir.canonicalize().ok()?;
+    Some(mount.join(format!(
         "sandgate-{}",
         fnv48(canonical.as_os_str().as_encoded_bytes())
-    ));
-    remove_tree(&base);
+    )))
+}
+
+/// Returns the live pids in `cgroup` and its descendants.
+pub fn cgroup_pids(cgroup: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = cgroup_proc_files(cgroup)
+        .into_iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|line| line.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect();
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Returns the live pids of sandbox `id` without relying on its handle file, which the driver
+/// removes once it saw the sandbox gone: [`sandbox_processes`] plus whatever the sandbox's
+/// cgroup under [`cgroup_base`] still contains.
+pub fn remaining_processes(data_dir: &Path, id: &str) -> Vec<i32> {
+    let mut pids = sandbox_processes(data_dir, id);
+    if let Some(base) = cgroup_base(data_dir) {
+        pids.extend(cgroup_pids(&base.join(id)));
+    }
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Returns the ids of the sandboxes of `data_dir` that have a live process, found through their
+/// handle files and through the children of [`cgroup_base`].
+pub fn ids_with_processes(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for dir in [Some(data_dir.join("sandboxes")), cgroup_base(data_dir)]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                ids.insert(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    ids.retain(|id| !remaining_processes(data_dir, id).is_empty());
+    ids
 }
 
 fn remove_tree(dir: &Path) {

@@ -3,11 +3,12 @@
 //! check that a sandbox's compute is gone, and how to find compute that has no record.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use sandgate_proto::v1 as pb;
 
 use crate::api::{self, Client};
@@ -17,7 +18,97 @@ use crate::kube_gateway::{self, GatewayKubeconfig};
 use crate::processes;
 
 /// Label that the Kubernetes driver puts on every object it creates.
-const ID_LABEL: &str = "sandgate.dev/sandbox-id";
+pub const ID_LABEL: &str = "sandgate.dev/sandbox-id";
+
+/// Inspects the compute of a [`Target`] directly, not through the gateway.
+#[derive(Clone)]
+pub enum Probe {
+    /// Processes of a process-driver data directory.
+    Process { data_dir: PathBuf },
+    /// Sandboxes and Pods of a test namespace.
+    Kubernetes {
+        sandboxes: Api<Sandbox>,
+        pods: Api<Pod>,
+    },
+}
+
+impl Probe {
+    /// Returns a description of whatever of sandbox `id` still runs or exists, or `None` when
+    /// its compute is gone. On the process driver these are live processes, found through the
+    /// sandbox's handle file and its cgroup. On the Kubernetes driver they are the Sandbox named
+    /// after the id, the Pod of that name, and any Pod with the id label.
+    pub async fn compute_left(&self, id: &str) -> Option<String> {
+        let mut left = Vec::new();
+        match self {
+            Self::Process { data_dir } => {
+                let pids = processes::remaining_processes(data_dir, id);
+                if !pids.is_empty() {
+                    left.push(format!("processes {pids:?}"));
+                }
+            }
+            Self::Kubernetes { sandboxes, pods } => {
+                let name = kube_gateway::object_name(id);
+                match sandboxes.get_opt(&name).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => left.push(format!("Sandbox {name}")),
+                    Err(error) => left.push(format!("Sandbox {name} unreadable: {error}")),
+                }
+                match pods.get_opt(&name).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => left.push(format!("Pod {name}")),
+                    Err(error) => left.push(format!("Pod {name} unreadable: {error}")),
+                }
+                let selector = format!("{ID_LABEL}={id}");
+                match pods.list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => left.extend(
+                        list.items
+                            .iter()
+                            .map(|pod| pod.name_any())
+                            .filter(|pod| *pod != name)
+                            .map(|pod| format!("Pod {pod}")),
+                    ),
+                    Err(error) => left.push(format!("Pods unreadable: {error}")),
+                }
+            }
+        }
+        (!left.is_empty()).then(|| left.join(", "))
+    }
+
+    /// Asserts that the compute of sandbox `id` is gone.
+    pub async fn assert_compute_gone(&self, id: &str) {
+        if let Some(left) = self.compute_left(id).await {
+            panic!("sandbox {id} was confirmed deleted, but {left} is left");
+        }
+    }
+
+    /// Returns the ids of sandboxes whose compute exists: those with live processes, or those
+    /// with a Sandbox or Pod carrying the id label.
+    pub async fn compute_ids(&self) -> BTreeSet<String> {
+        match self {
+            Self::Process { data_dir } => processes::ids_with_processes(data_dir),
+            Self::Kubernetes { sandboxes, pods } => {
+                let params = ListParams::default().labels(ID_LABEL);
+                let mut ids: BTreeSet<String> = sandboxes
+                    .list(&params)
+                    .await
+                    .expect("list Sandboxes")
+                    .items
+                    .iter()
+                    .filter_map(|sandbox| sandbox.labels().get(ID_LABEL).cloned())
+                    .collect();
+                ids.extend(
+                    pods.list(&params)
+                        .await
+                        .expect("list Pods")
+                        .items
+                        .iter()
+                        .filter_map(|pod| pod.labels().get(ID_LABEL).cloned()),
+                );
+                ids
+            }
+        }
+    }
+}
 
 /// The driver a [`Target`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,79 +230,32 @@ impl Target {
         self.gateway.restart();
     }
 
-    /// Returns a description of whatever of sandbox `id` still runs or exists, or `None` when
-    /// its compute is gone: live processes on the process driver; the Sandbox or a Pod on the
-    /// Kubernetes driver.
-    pub async fn compute_left(&self, id: &str) -> Option<String> {
+    /// Returns a handle that inspects the compute, for use in spawned tasks.
+    pub fn probe(&self) -> Probe {
         match &self.kube {
-            None => {
-                let pids = processes::sandbox_processes(self.gateway.data_dir(), id);
-                (!pids.is_empty()).then(|| format!("processes {pids:?}"))
-            }
-            Some(kube) => {
-                let selector = format!("{ID_LABEL}={id}");
-                let params = ListParams::default().labels(&selector);
-                let name = kube_gateway::object_name(id);
-                let sandbox = kube.namespace.api::<Sandbox>().get_opt(&name).await;
-                let pods = kube.namespace.api::<Pod>().list(&params).await;
-                let mut left = Vec::new();
-                match sandbox {
-                    Ok(None) => {}
-                    Ok(Some(_)) => left.push(format!("Sandbox {name}")),
-                    Err(error) => left.push(format!("Sandbox {name} unreadable: {error}")),
-                }
-                match pods {
-                    Ok(pods) => {
-                        left.extend(pods.items.iter().map(|p| format!("Pod {}", p.name_any())))
-                    }
-                    Err(error) => left.push(format!("Pods unreadable: {error}")),
-                }
-                (!left.is_empty()).then(|| left.join(", "))
-            }
+            None => Probe::Process {
+                data_dir: self.gateway.data_dir().to_path_buf(),
+            },
+            Some(kube) => Probe::Kubernetes {
+                sandboxes: kube.namespace.api::<Sandbox>(),
+                pods: kube.namespace.api::<Pod>(),
+            },
         }
+    }
+
+    /// Returns what of sandbox `id` still runs or exists; see [`Probe::compute_left`].
+    pub async fn compute_left(&self, id: &str) -> Option<String> {
+        self.probe().compute_left(id).await
     }
 
     /// Asserts that the compute of sandbox `id` is gone.
     pub async fn assert_compute_gone(&self, id: &str) {
-        if let Some(left) = self.compute_left(id).await {
-            panic!("sandbox {id} was confirmed deleted, but {left} is left");
-        }
+        self.probe().assert_compute_gone(id).await;
     }
 
-    /// Returns the ids of sandboxes whose compute exists: sandbox directories with live
-    /// processes, or Sandboxes and Pods with the id label.
+    /// Returns the ids of the sandboxes whose compute exists; see [`Probe::compute_ids`].
     pub async fn compute_ids(&self) -> BTreeSet<String> {
-        match &self.kube {
-            None => {
-                let data_dir = self.gateway.data_dir();
-                let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
-                    return BTreeSet::new();
-                };
-                entries
-                    .flatten()
-                    .map(|entry| entry.file_name().to_string_lossy().to_string())
-                    .filter(|id| !processes::sandbox_processes(data_dir, id).is_empty())
-                    .collect()
-            }
-            Some(kube) => {
-                let params = ListParams::default().labels(ID_LABEL);
-                let sandboxes = kube.namespace.api::<Sandbox>().list(&params).await;
-                let pods = kube.namespace.api::<Pod>().list(&params).await;
-                let mut ids: BTreeSet<String> = sandboxes
-                    .expect("list Sandboxes")
-                    .items
-                    .iter()
-                    .filter_map(|sandbox| sandbox.labels().get(ID_LABEL).cloned())
-                    .collect();
-                ids.extend(
-                    pods.expect("list Pods")
-                        .items
-                        .iter()
-                        .filter_map(|pod| pod.labels().get(ID_LABEL).cloned()),
-                );
-                ids
-            }
-        }
+        self.probe().compute_ids().await
     }
 
     /// Returns every record of the default workspace, reading all pages.

@@ -211,7 +211,6 @@ async fn pod_finalizer_holds_deletion_until_removed() {
     pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&add))
         .await
         .unwrap();
-    let held_for = Instant::now();
 
     let status = client
         .delete_sandbox(delete_request(
@@ -233,26 +232,32 @@ async fn pod_finalizer_holds_deletion_until_removed() {
     let held = pods.get(&pod_name).await.unwrap();
     assert_eq!(held.finalizers(), [HOLD_FINALIZER.to_string()]);
 
+    let mark = gateway.log_mark();
     let waiter = {
         let mut client = gateway.client().await;
         let id = sandbox.id.clone();
         tokio::spawn(async move {
-            client
+            let started = Instant::now();
+            let response = client
                 .wait_sandbox_deleted(pb::WaitSandboxDeletedRequest {
                     id,
                     timeout: Some(prost_types::Duration::try_from(LONG).unwrap()),
                 })
-                .await
+                .await;
+            (response, started.elapsed())
         })
     };
+    // The waiter is registered while the finalizer still holds the Pod, so its wake-up comes
+    // from the removal and not from a tombstone.
+    gateway
+        .wait_for_log_since(mark, "Waiting for removal", Duration::from_secs(10))
+        .await;
     let remove = serde_json::json!({ "metadata": { "finalizers": null } });
     pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&remove))
         .await
         .unwrap();
-    let waited = waiter
-        .await
-        .unwrap()
-        .expect("wait after the finalizer removal");
+    let (waited, waited_for) = waiter.await.unwrap();
+    let waited = waited.expect("wait after the finalizer removal");
     assert_eq!(
         waited.into_inner().outcome,
         pb::DeleteOutcome::Deleted as i32
@@ -262,7 +267,7 @@ async fn pod_finalizer_holds_deletion_until_removed() {
     figures.iterations = 1;
     figures.faults = 1;
     figures.confirmed = 1;
-    figures.waited(held_for.elapsed());
+    figures.waited(waited_for);
     figures.outcome("waits timed out naming the finalizer", 1);
     figures.report();
 }

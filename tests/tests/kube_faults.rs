@@ -99,6 +99,7 @@ async fn apiserver_outage_during_waits() {
     assert_eq!(phase(&untouched), pb::SandboxPhase::Ready);
 
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    let back_from = started.elapsed();
     own.apiserver("start").await.unwrap();
     eprintln!("kube-apiserver was down for {:?}", stopped.elapsed());
 
@@ -111,6 +112,11 @@ async fn apiserver_outage_during_waits() {
             .unwrap_or_else(|status| panic!("the wait for {id} failed: {status}"))
             .into_inner();
         assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32, "{id}");
+        // Nothing can finish a deletion while the API server is down.
+        assert!(
+            elapsed >= back_from,
+            "the wait for {id} returned DELETED during the outage, {elapsed:?} after the start"
+        );
         target.assert_compute_gone(&id).await;
         eprintln!("the wait for {id} returned after {elapsed:?}");
         figures.waited(elapsed);
@@ -178,9 +184,10 @@ async fn relist_notices_delete_while_cut_off() {
         .await;
     assert!(proxy.forwarded() > 0, "the gateway does not use the proxy");
 
+    let mark = gateway.log_mark();
     proxy.cut();
     gateway
-        .wait_for_log("Watch failed", Duration::from_secs(30))
+        .wait_for_log_since(mark, "Watch failed", Duration::from_secs(30))
         .await;
 
     // Someone else deletes the Sandbox and its Pod while the gateway cannot see it.
@@ -238,6 +245,7 @@ async fn relist_notices_delete_while_cut_off() {
     )
     .await;
     assert_eq!(changed.phase_reason, VANISHED_REASON);
+    let converged_after = restored.elapsed();
     let later = log_since(&gateway, restored_at);
     for line in later
         .iter()
@@ -266,7 +274,7 @@ async fn relist_notices_delete_while_cut_off() {
     // The cut connections, and the API server restart that drops its watch cache.
     figures.faults = 2;
     figures.confirmed = 1;
-    figures.waited(restored.elapsed());
+    figures.waited(converged_after);
     figures.outcome("noticed by a re-list, with no reconciler pass", 1);
     figures.report();
 }

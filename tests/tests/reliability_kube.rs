@@ -17,6 +17,8 @@ use sandgate_e2e::target::Target;
 use sandgate_proto::v1 as pb;
 
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// Bound of each scenario, on top of the crash churn's least duration.
+const LIMIT: Duration = Duration::from_secs(900);
 const RECREATING_REASON: &str = "pod deleted outside sandgate; the controller is re-creating it";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,9 +28,12 @@ async fn gateway_crashes_during_churn() {
     };
     let seed = seed();
     eprintln!("gateway_crashes_during_churn: SANDGATE_TEST_SEED={seed}");
-    scenarios::crash_churn(&mut target, seed, ORPHAN_GRACE)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::crash_churn(&mut target, seed, ORPHAN_GRACE),
+    )
+    .await
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +43,7 @@ async fn delete_right_after_create() {
     };
     let seed = seed();
     eprintln!("delete_right_after_create: SANDGATE_TEST_SEED={seed}");
-    scenarios::delete_right_after_create(&target, seed)
+    scenarios::bounded(LIMIT, scenarios::delete_right_after_create(&target, seed))
         .await
         .report();
 }
@@ -173,9 +178,12 @@ async fn thousand_waiters_share_one_removal() {
     let Some(target) = Target::kubernetes("kube-waiters", &[]).await else {
         return;
     };
-    scenarios::many_waiters(&target, 1000 * scale() as usize)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::many_waiters(&target, 1000 * scale() as usize),
+    )
+    .await
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,19 +191,26 @@ async fn two_hundred_deletions_at_once() {
     let Some(target) = Target::kubernetes("kube-many", &[]).await else {
         return;
     };
-    scenarios::many_deletions(&target, 200 * scale() as usize)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::many_deletions(&target, 200 * scale() as usize),
+    )
+    .await
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_waits_still_complete() {
-    let Some(target) = Target::kubernetes("kube-abandoned", &[]).await else {
+    let Some(target) = Target::kubernetes("kube-abandoned", &["--reconcile-interval", "1h"]).await
+    else {
         return;
     };
-    scenarios::abandoned_waits(&target, 5 * scale() as usize)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::abandoned_waits(&target, 5 * scale() as usize),
+    )
+    .await
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,9 +218,12 @@ async fn reads_never_go_backwards() {
     let Some(target) = Target::kubernetes("kube-monotonic", &[]).await else {
         return;
     };
-    scenarios::monotonic_reads(&target, 20 * scale() as usize)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::monotonic_reads(&target, 20 * scale() as usize),
+    )
+    .await
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +231,10 @@ async fn same_name_churn() {
     let Some(target) = Target::kubernetes("kube-same-name", &[]).await else {
         return;
     };
-    scenarios::same_name_churn(&target, 50 * scale() as usize)
-        .await
-        .report();
+    scenarios::bounded(
+        LIMIT,
+        scenarios::same_name_churn(&target, 50 * scale() as usize),
+    )
+    .await
+    .report();
 }
