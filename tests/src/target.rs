@@ -1,6 +1,6 @@
 //! One gateway under test on either driver, so that a reliability scenario is written once and
-//! run on both. A [`Target`] knows how to create a sandbox that honours its grace period, how to
-//! check that a sandbox's compute is gone, and how to find compute that has no record.
+//! run on both. A [`Target`] creates sandboxes that honour their grace period, and its
+//! [`Probe`] checks that a sandbox's compute is gone and finds compute that has no record.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -118,7 +118,7 @@ pub enum DriverKind {
 }
 
 impl DriverKind {
-    /// The name `sandgate serve --driver` takes.
+    /// Returns the name that `sandgate serve --driver` takes.
     pub fn name(self) -> &'static str {
         match self {
             Self::Process => "process",
@@ -179,7 +179,7 @@ impl Target {
         }
     }
 
-    /// The driver the gateway runs on.
+    /// Returns the driver the gateway runs on.
     pub fn driver(&self) -> DriverKind {
         if self.kube.is_some() {
             DriverKind::Kubernetes

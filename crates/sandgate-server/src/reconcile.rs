@@ -10,7 +10,7 @@
 //! 3. deletes backend compute that has no record and is older than the orphan grace period;
 //! 4. purges tombstones past their retention.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -138,6 +138,7 @@ pub async fn pass(
     }
 
     // What remains in `found` has no record.
+    let mut candidates = Vec::new();
     for (id, orphan) in found {
         if matches!(orphan.observed, Observed::Gone { .. }) {
             continue;
@@ -150,8 +151,25 @@ pub async fn pass(
         if !tombstoned && age < config.orphan_grace {
             continue;
         }
+        candidates.push((id, tombstoned, age));
+    }
+    // The list predates the walk over the records, so compute whose removal was confirmed in
+    // between still shows in it. A second list, read after every candidate's record was found
+    // missing, keeps only compute that is still there.
+    let still_there: HashSet<_> = if candidates.is_empty() {
+        HashSet::new()
+    } else {
+        driver
+            .list()
+            .await?
+            .into_iter()
+            .filter(|found| !matches!(found.observed, Observed::Gone { .. }))
+            .map(|found| found.id)
+            .collect()
+    };
+    for (id, tombstoned, age) in candidates {
         // A creation of this process may have committed its record after the list was read.
-        if store.get(&id).is_some() {
+        if !still_there.contains(&id) || store.get(&id).is_some() {
             continue;
         }
         warn!(sandbox_id = %id, tombstoned, age = ?age, "Deleting compute that has no record");

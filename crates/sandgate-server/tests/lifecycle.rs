@@ -31,7 +31,8 @@ struct FakeDriver {
     create_gate: Mutex<Option<Arc<Notify>>>,
     /// When set, delete fails with this transient error.
     delete_error: Mutex<Option<String>>,
-    /// When set, list returns these in place of the backend, as a list older than the backend.
+    /// When set, the next list returns these in place of the backend, as a list read before the
+    /// backend last changed.
     stale_list: Mutex<Option<Vec<Found>>>,
 }
 
@@ -120,7 +121,7 @@ impl Driver for FakeDriver {
     }
 
     async fn list(&self) -> Result<Vec<Found>, DriverError> {
-        if let Some(stale) = self.stale_list.lock().unwrap().clone() {
+        if let Some(stale) = self.stale_list.lock().unwrap().take() {
             return Ok(stale);
         }
         Ok(self
@@ -398,6 +399,35 @@ async fn stale_list_does_not_overwrite_newer_state() {
     assert_eq!(report.changed, 0);
     let record = h.lifecycle.store().get(&created.id).unwrap();
     assert_eq!(record.phase, Phase::Ready, "{}", record.phase_reason);
+}
+
+#[tokio::test]
+async fn stale_list_does_not_make_orphans() {
+    let h = harness();
+    let created = h
+        .lifecycle
+        .create(record("h", Duration::ZERO))
+        .await
+        .unwrap();
+    h.lifecycle.delete(created.id, PLAIN).await.unwrap();
+    h.driver.remove(created.id);
+    let gone = Observed::Gone { exit_code: None };
+    h.lifecycle
+        .apply(created.id, gone, RemovalPath::Request)
+        .await;
+    assert!(h.lifecycle.store().get(&created.id).is_none());
+    // The list was read just before the removal, so it still shows the compute.
+    let stale = Found {
+        id: created.id,
+        created_at: Some(SystemTime::now()),
+        observed: running(),
+        details: details(created.id),
+    };
+    *h.driver.stale_list.lock().unwrap() = Some(vec![stale]);
+
+    let report = reconcile::pass(&h.lifecycle, &config()).await.unwrap();
+    assert_eq!(report.orphans_deleted, 0);
+    assert!(h.driver.backend.lock().unwrap().orphans_deleted.is_empty());
 }
 
 #[tokio::test]

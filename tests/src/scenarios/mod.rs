@@ -20,7 +20,7 @@ use crate::figures::churn_duration;
 pub const LONG: Duration = Duration::from_secs(120);
 
 /// Runs `scenario`, failing with a message after `limit` plus the crash churn's least duration,
-/// so that a gateway that stops answering fails the test instead of hanging it.
+/// so that a gateway that stops responding fails the test instead of hanging it.
 pub async fn bounded<T>(limit: Duration, scenario: impl std::future::Future<Output = T>) -> T {
     let limit = limit + churn_duration();
     match tokio::time::timeout(limit, scenario).await {
