@@ -94,10 +94,10 @@ impl Watched for Pod {
     }
 }
 
-/// Longest pause between two attempts to list and watch again. kube-runtime's default is 30 s,
-/// which after an API server outage leaves the view stale for up to that long while deletions
-/// wait on it; 5 s is still kind to an API server that struggles, with jitter spreading the
-/// retries.
+/// Cap of the pause between two attempts to list and watch again. The jitter adds up to as much
+/// again, so attempts are at most 10 s apart. kube-runtime's default cap is 30 s, which after an
+/// API server outage leaves the view stale for that long while deletions wait on it. 5 s is
+/// still kind to an API server that struggles, with the jitter spreading the retries.
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn watch_backoff() -> watcher::ExponentialBackoff {
