@@ -64,16 +64,26 @@ async fn orphans(target: &Target, client: &mut Client, bound: Duration) -> BTree
 /// number of deletions confirmed.
 async fn delete_all(target: &Target, client: &mut Client, figures: &mut Figures) -> u64 {
     let records = target.records(client).await;
+    let mut calls = Vec::new();
     for record in &records {
-        let started = Instant::now();
-        let response = client
-            .delete_sandbox(delete_request(by_id(&record.id), true, LONG))
-            .await
-            .unwrap_or_else(|status| panic!("delete {} failed: {status}", record.id))
-            .into_inner();
-        figures.waited(started.elapsed());
-        assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32);
-        target.assert_compute_gone(&record.id).await;
+        let mut client = client.clone();
+        let probe = target.probe();
+        let id = record.id.clone();
+        calls.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .delete_sandbox(delete_request(by_id(&id), true, LONG))
+                .await
+                .unwrap_or_else(|status| panic!("delete {id} failed: {status}"))
+                .into_inner();
+            let elapsed = started.elapsed();
+            assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32, "{id}");
+            probe.assert_compute_gone(&id).await;
+            elapsed
+        }));
+    }
+    for call in calls {
+        figures.waited(call.await.unwrap());
     }
     records.len() as u64
 }
