@@ -64,8 +64,22 @@ async fn orphans(target: &Target, client: &mut Client, bound: Duration) -> BTree
 /// number of deletions confirmed.
 async fn delete_all(target: &Target, client: &mut Client, figures: &mut Figures) -> u64 {
     let records = target.records(client).await;
+    // In chunks, because several hundred calls at once on one HTTP/2 connection make the server
+    // close it with GOAWAY ENHANCE_YOUR_CALM (too_many_data_frames).
+    for chunk in records.chunks(50) {
+        delete_chunk(target, client, chunk, figures).await;
+    }
+    records.len() as u64
+}
+
+async fn delete_chunk(
+    target: &Target,
+    client: &mut Client,
+    records: &[pb::Sandbox],
+    figures: &mut Figures,
+) {
     let mut calls = Vec::new();
-    for record in &records {
+    for record in records {
         let mut client = client.clone();
         let probe = target.probe();
         let id = record.id.clone();
@@ -85,7 +99,6 @@ async fn delete_all(target: &Target, client: &mut Client, figures: &mut Figures)
     for call in calls {
         figures.waited(call.await.unwrap());
     }
-    records.len() as u64
 }
 
 /// Returns whether a failed call may be the effect of killing the gateway under it.
