@@ -35,7 +35,7 @@ pub struct Figures {
     pub orphans: u64,
     /// Records found stuck in DELETING or PROVISIONING after the scenario settled.
     pub stuck: u64,
-    /// Longest time one delete call or wait took, in milliseconds.
+    /// Maximum time one delete call or wait took, in milliseconds.
     pub longest_wait_ms: u64,
     /// Other outcome counts, by name.
     pub outcomes: Vec<(&'static str, u64)>,
@@ -101,7 +101,7 @@ pub fn scale() -> u64 {
     number_from_env("SANDGATE_TEST_SCALE").unwrap_or(1).max(1)
 }
 
-/// Least time the crash churn runs for: `SANDGATE_TEST_CHURN_SECS`, default 0.
+/// Minimum time the crash churn runs for: `SANDGATE_TEST_CHURN_SECS`, default 0.
 pub fn churn_duration() -> Duration {
     Duration::from_secs(number_from_env("SANDGATE_TEST_CHURN_SECS").unwrap_or(0))
 }

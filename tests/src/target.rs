@@ -188,7 +188,7 @@ impl Target {
         }
     }
 
-    /// The test namespace, on the Kubernetes driver.
+    /// Returns the test namespace, on the Kubernetes driver.
     pub fn namespace(&self) -> Option<&TestNamespace> {
         self.kube.as_ref().map(|kube| &kube.namespace)
     }

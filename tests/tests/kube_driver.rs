@@ -247,7 +247,7 @@ async fn pod_finalizer_holds_deletion_until_removed() {
             (response, started.elapsed())
         })
     };
-    // The waiter is registered while the finalizer still holds the Pod, so its wake-up comes
+    // The waiter is registered while the finalizer still blocks the Pod's removal, so its wake-up comes
     // from the removal and not from a tombstone.
     gateway
         .wait_for_log_since(mark, "Waiting for removal", Duration::from_secs(10))
@@ -285,7 +285,7 @@ async fn force_skips_long_grace_period() {
     let sandbox = create(&mut client, "slow", Duration::from_secs(120)).await;
     wait_ready(&mut client, &sandbox.id).await;
 
-    // A wait shorter than the grace period times out and says what the deletion waits for.
+    // A wait shorter than the grace period times out, and its message names what the deletion waits for.
     let started = Instant::now();
     let status = client
         .delete_sandbox(delete_request(

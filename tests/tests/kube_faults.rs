@@ -17,6 +17,7 @@ use sandgate_e2e::kube_gateway::{
     assert_compute_gone, create, object_name, service_account_kubeconfig, start_gateway, wait_ready,
 };
 use sandgate_e2e::kube_proxy::TcpProxy;
+use sandgate_e2e::scenarios;
 use sandgate_e2e::target::{DriverKind, Target};
 use sandgate_proto::v1 as pb;
 use tonic::Code;
@@ -92,7 +93,7 @@ async fn apiserver_outage_during_waits() {
         .await
         .expect("still recorded");
     assert_eq!(phase(&record), pb::SandboxPhase::Deleting);
-    // Reads keep answering from the store during the outage.
+    // Reads are still served from the store during the outage.
     let untouched = api::get(&mut client, &ids[5])
         .await
         .expect("still recorded");
@@ -124,10 +125,7 @@ async fn apiserver_outage_during_waits() {
     }
     // The deletion whose caller timed out was not lost.
     let waited = client
-        .wait_sandbox_deleted(pb::WaitSandboxDeletedRequest {
-            id: ids[4].clone(),
-            timeout: Some(prost_types::Duration::try_from(LONG).unwrap()),
-        })
+        .wait_sandbox_deleted(scenarios::wait_request(&ids[4]))
         .await
         .expect("the timed-out deletion completes")
         .into_inner();

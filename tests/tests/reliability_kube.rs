@@ -54,7 +54,7 @@ async fn unschedulable_pod_is_deleted() {
         return;
     };
     let namespace = target.namespace().unwrap();
-    // Every container in the namespace asks for more CPU than the kwok node has.
+    // Every container in the namespace requests more CPU than the kwok node has.
     let cpu = Quantity("100000".to_string());
     let limits = LimitRange {
         metadata: ObjectMeta {

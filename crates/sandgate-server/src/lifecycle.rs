@@ -404,7 +404,7 @@ impl Lifecycle {
                     } else {
                         error!(%error, "Issuing the delete failed; retrying");
                     }
-                    // The record says why the deletion does not progress, so that a wait that
+                    // The record states why the deletion does not progress, so that a wait that
                     // times out meanwhile names the real cause.
                     let blocked = Observed::Present {
                         status: LiveStatus::Unknown(String::new()),

@@ -458,7 +458,7 @@ async fn undeliverable_delete_names_its_cause() {
         record.phase_reason
     );
 
-    // Once the backend answers again, the retried delete goes through and the removal lands.
+    // Once the backend responds again, the retried delete goes through and the removal lands.
     *h.driver.delete_error.lock().unwrap() = None;
     eventually("the retried delete reaches the backend", || {
         !h.driver.deletes().is_empty()

@@ -19,9 +19,9 @@ use crate::figures::{churn_duration, scale};
 /// Bound of every wait in the scenarios.
 pub const LONG: Duration = Duration::from_secs(120);
 
-/// Runs `scenario`, failing with a message after `limit` times `SANDGATE_TEST_SCALE`, plus three
-/// times the crash churn's least duration for the churn and the clean-up of what it left, so that
-/// a gateway that stops responding fails the test instead of hanging it.
+/// Runs `scenario`, failing with a message after `limit` times `SANDGATE_TEST_SCALE` plus three
+/// times the crash churn's minimum duration. A gateway that stops responding then fails the test
+/// instead of hanging it.
 pub async fn bounded<T>(limit: Duration, scenario: impl std::future::Future<Output = T>) -> T {
     let limit = limit * scale() as u32 + churn_duration() * 3;
     match tokio::time::timeout(limit, scenario).await {
