@@ -76,7 +76,8 @@ pub struct Snapshot {
     pub supervisor_alive: bool,
     /// Whether the sandbox cgroup, supervisor included, still contains a process.
     pub cgroup_populated: bool,
-    /// Whether any process other than the supervisor remains, as far as can be seen.
+    /// Whether any process other than the supervisor remains, as far as can be seen. Read only
+    /// for a sandbox with a deletion plan, and `false` for the others.
     pub payload_running: bool,
     /// When the directory was set up.
     pub created_at: Option<SystemTime>,
@@ -173,7 +174,11 @@ impl Snapshot {
                 );
             }
         }
+        // Only a deletion's reason uses this, and the scan reads every process of the machine.
+        // So it runs only for a sandbox being deleted whose payload cgroup is not populated,
+        // since a scan per sandbox would make a pass over many sandboxes quadratic.
         let descendants_running = match &self.handle {
+            _ if payload_populated || self.control.is_none() => false,
             Some(handle) if self.supervisor_alive => procfs::descendants(handle.pid).map_or_else(
                 |error| {
                     errors.push(format!("failed to scan /proc: {error}"));
