@@ -294,6 +294,46 @@ async fn concurrent_deletes_share_one_removal() {
     assert_no_processes(&gateway, &sandbox.id);
 }
 
+/// Thousands of calls on one connection: with no stream limit, h2 closed the connection with
+/// GOAWAY ENHANCE_YOUR_CALM once about 2,700 requests sat unread, and every call failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_waits_share_one_connection() {
+    const CALLS: usize = 4000;
+    let gateway = Gateway::start();
+    let mut client = gateway.client().await;
+    let argv = ["sh", "-c", "trap '' TERM; sleep 1000"];
+    let sandbox = create(&mut client, "crowd", &argv, grace(2)).await;
+    wait_ready(&mut client, &sandbox.id).await;
+
+    let mut calls = Vec::new();
+    for _ in 0..CALLS {
+        let mut client = client.clone();
+        let id = sandbox.id.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .delete_sandbox(delete_request(by_id(&id), true, LONG))
+                .await
+        }));
+    }
+    let mut failures = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => assert_eq!(
+                response.into_inner().outcome,
+                pb::DeleteOutcome::Deleted as i32
+            ),
+            Err(status) => failures.push(status),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {CALLS} calls on one connection failed, the first with: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert_no_processes(&gateway, &sandbox.id);
+}
+
 #[tokio::test]
 async fn wait_timeout_reports_reason() {
     let gateway = Gateway::start();

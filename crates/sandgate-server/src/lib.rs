@@ -44,6 +44,14 @@ pub struct ServerConfig {
 /// Time that open calls get to finish after a shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Calls that one HTTP/2 connection may have open at once; clients queue the rest.
+///
+/// Without a limit, a client that opens thousands of calls at once gets its connection closed
+/// with GOAWAY ENHANCE_YOUR_CALM. h2 (0.4.21) allows 512 KiB, half the connection window, of
+/// unread DATA frame overhead. It charges 256 bytes less the payload for each small frame, and
+/// each call's request is one small frame, so about 2,700 unread requests close a connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1000;
+
 /// Shortest reconcile interval accepted.
 pub const MIN_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -129,6 +137,7 @@ pub async fn run(
     };
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .add_service(SandboxServiceServer::new(service))
             .serve_with_incoming_shutdown(incoming, signal),
     );
