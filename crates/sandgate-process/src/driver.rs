@@ -2,8 +2,8 @@
 //! deletions through `control.json`, and watches each sandbox with one task.
 //!
 //! The gateway kills a sandbox itself only as a backstop. It does so when a deletion's kill time
-//! plus [`BACKSTOP_DELAY`] has passed and the supervisor still runs. It also does so when the
-//! supervisor is gone while the sandbox cgroup is still populated.
+//! plus [`BACKSTOP_DELAY`](watcher::BACKSTOP_DELAY) has passed and the supervisor still runs.
+//! It also does so when the supervisor is gone while the sandbox cgroup is still populated.
 //!
 //! The driver decides what remains of a sandbox from what it recorded at create (supervisor pid,
 //! start time, and the cgroup `<base>/<id>`) and from the deletion plans it requested, which it
@@ -14,45 +14,28 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use sandgate_core::{DriverDetails, Observed, SandboxId, SandboxRecord};
 use sandgate_driver::{DeletePlan, Driver, DriverError, Found, Observation};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cgroup;
-use crate::files::{
-    self, CONTROL_FILE, ControlFile, HandleFile, LOG_FILE, SPEC_FILE, SandboxDir, SpecFile,
-};
-use crate::procfs;
+use crate::files::{self, CONTROL_FILE, ControlFile, HandleFile, LOG_FILE, SandboxDir};
 use crate::snapshot::{DRIVER_NAME, Snapshot, Tracking};
 use crate::verify::SupervisorIdentity;
-use crate::watch::{self, ChangeWatch, ExitWatch};
+use crate::watch::{self, ChangeHub};
 
-/// How long after a deletion's kill time the gateway waits for the supervisor before it kills
-/// the sandbox itself.
-pub const BACKSTOP_DELAY: Duration = Duration::from_secs(3);
-
-/// Interval of the re-check that a watcher makes even when no event arrives, as a safety net.
-const SAFETY_NET_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long `create` waits for the supervisor to report that it started the command.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+mod spawn;
+mod watcher;
 
 /// How often the same warning about one sandbox's unreadable state is logged at most.
 const STATE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How often a watcher re-reads a sandbox whose directory is missing or unreadable while
-/// processes remain, since inotify may not report changes then.
-const DEGRADED_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether the driver uses cgroup v2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +74,9 @@ struct Inner {
     sink: Mutex<Option<mpsc::UnboundedSender<Observation>>>,
     watchers: Mutex<HashMap<SandboxId, Watcher>>,
     create_lock: tokio::sync::Mutex<()>,
+    /// The inotify instance of all watchers, created with the first watcher, since it needs
+    /// the runtime. `None` until then, and again after a failed attempt.
+    changes: Mutex<Option<Arc<ChangeHub>>>,
     tracked: Mutex<HashMap<SandboxId, Tracked>>,
     state_warnings: Mutex<HashMap<SandboxId, (String, Instant)>>,
 }
@@ -210,6 +196,7 @@ impl ProcessDriver {
                 sink: Mutex::new(None),
                 watchers: Mutex::new(HashMap::new()),
                 create_lock: tokio::sync::Mutex::new(()),
+                changes: Mutex::new(None),
                 tracked: Mutex::new(HashMap::new()),
                 state_warnings: Mutex::new(HashMap::new()),
             }),
@@ -388,7 +375,7 @@ impl Inner {
     /// An unreadable `control.json` is replaced by the new plan. A directory that is missing or
     /// cannot be written only loses the supervisor's part: the plan stays in memory, and the
     /// watcher's backstop kills by the recorded supervisor and cgroup at the kill time plus
-    /// [`BACKSTOP_DELAY`].
+    /// [`BACKSTOP_DELAY`](watcher::BACKSTOP_DELAY).
     fn request_deletion(self: &Arc<Self>, id: SandboxId, plan: DeletePlan) {
         let now = SystemTime::now();
         let mut control = ControlFile {
@@ -480,348 +467,7 @@ impl Inner {
             lock(&self.state_warnings).remove(&id);
         }
     }
-
-    /// Kills the sandbox from the gateway when the supervisor cannot finish a deletion: it
-    /// still runs after the kill time plus [`BACKSTOP_DELAY`], or it is gone while the cgroup
-    /// still contains processes. Returns whether it sent any signal.
-    fn enforce_backstop(
-        &self,
-        id: SandboxId,
-        snapshot: &Snapshot,
-        terminated_orphans: &mut bool,
-    ) -> bool {
-        let Some(control) = snapshot.control else {
-            return false;
-        };
-        let now = SystemTime::now();
-        let kill_at = control.kill_at();
-        let cgroup_path = snapshot.cgroup.clone();
-
-        if snapshot.supervisor_alive && now >= kill_at + BACKSTOP_DELAY {
-            let Some(handle) = &snapshot.handle else {
-                return false;
-            };
-            tracing::warn!(
-                sandbox_id = %id,
-                pid = handle.pid,
-                "supervisor did not finish the deletion in time, so the gateway kills the sandbox"
-            );
-            if let Some(path) = &cgroup_path
-                && let Err(error) = cgroup::kill(path)
-            {
-                tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to kill sandbox cgroup");
-            }
-            // Before the supervisor dies, so that descendants outside the cgroup are still
-            // found below it.
-            kill_descendants(handle);
-            if let Err(error) = watch::signal_supervisor(handle, Signal::KILL) {
-                tracing::warn!(sandbox_id = %id, pid = handle.pid, %error, "failed to kill the supervisor");
-            }
-            return true;
-        }
-
-        if !snapshot.supervisor_alive && snapshot.cgroup_populated {
-            let Some(path) = cgroup_path else {
-                return false;
-            };
-            if control.force || now >= kill_at {
-                tracing::warn!(sandbox_id = %id, cgroup = %path.display(), "supervisor is gone but processes remain, so the gateway kills the cgroup");
-                if let Err(error) = cgroup::kill(&path) {
-                    tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to kill sandbox cgroup");
-                }
-                return true;
-            }
-            if !*terminated_orphans {
-                *terminated_orphans = true;
-                tracing::warn!(sandbox_id = %id, cgroup = %path.display(), "supervisor is gone but processes remain, so the gateway sends them SIGTERM");
-                for pid in cgroup::procs_recursive(&path).unwrap_or_default() {
-                    if let Some(pid) = Pid::from_raw(pid) {
-                        let _ = rustix::process::kill_process(pid, Signal::TERM);
-                    }
-                }
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Watches one sandbox until nothing of it remains, sending every change of its observation.
-    async fn watch(self: Arc<Self>, id: SandboxId, wake: Arc<tokio::sync::Notify>) {
-        let dir = self.dir(id);
-        let changes = match ChangeWatch::new() {
-            Ok(changes) => {
-                match changes.add_dir(&dir.path) {
-                    Ok(()) => {}
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        tracing::warn!(sandbox_id = %id, %error, "failed to watch sandbox directory, so only the periodic re-check observes it");
-                    }
-                }
-                Some(changes)
-            }
-            Err(error) => {
-                tracing::warn!(sandbox_id = %id, %error, "failed to create an inotify instance, so only the periodic re-check observes the sandbox");
-                None
-            }
-        };
-        let mut exit_watch: Option<ExitWatch> = None;
-        let mut supervisor_checked = false;
-        let mut cgroup_watched = false;
-        let mut terminated_orphans = false;
-        let mut last_sent: Option<Observed> = None;
-
-        loop {
-            let snapshot = self.snapshot(id);
-
-            if !supervisor_checked && let Some(handle) = &snapshot.handle {
-                supervisor_checked = true;
-                match watch::open_supervisor(handle)
-                    .and_then(|fd| fd.map(ExitWatch::new).transpose())
-                {
-                    Ok(found) => exit_watch = found,
-                    Err(error) => {
-                        tracing::warn!(sandbox_id = %id, pid = handle.pid, %error, "failed to open a pidfd of the supervisor")
-                    }
-                }
-            }
-            if !cgroup_watched
-                && let (Some(changes), Some(path)) = (&changes, &snapshot.cgroup)
-                && path.exists()
-            {
-                cgroup_watched = true;
-                for events in [
-                    path.join("cgroup.events"),
-                    path.join(cgroup::PAYLOAD_LEAF).join("cgroup.events"),
-                ] {
-                    if let Err(error) = changes.add_events_file(&events) {
-                        tracing::debug!(sandbox_id = %id, file = %events.display(), %error, "cannot watch cgroup events file");
-                    }
-                }
-            }
-
-            if self.enforce_backstop(id, &snapshot, &mut terminated_orphans) {
-                // Re-read right away: the kill changes what remains.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-
-            let now = SystemTime::now();
-            let observed = snapshot.observed(now);
-            if last_sent.as_ref() != Some(&observed) {
-                tracing::debug!(sandbox_id = %id, ?observed, "sandbox observed");
-                self.send(id, observed.clone());
-                last_sent = Some(observed.clone());
-            }
-            if matches!(observed, Observed::Gone { .. }) {
-                self.settle(id, &snapshot);
-                return;
-            }
-
-            let wait = next_wakeup(&snapshot, now);
-            let exited = async {
-                match &exit_watch {
-                    Some(exit_watch) => exit_watch.exited().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let changed = async {
-                match &changes {
-                    Some(changes) => changes.changed().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                result = exited => {
-                    if let Err(error) = result {
-                        tracing::warn!(sandbox_id = %id, %error, "failed to wait on the supervisor's pidfd");
-                    }
-                    // A pidfd stays readable after the exit, so stop waiting on it.
-                    exit_watch = None;
-                }
-                result = changed => {
-                    if let Err(error) = result {
-                        tracing::warn!(sandbox_id = %id, %error, "failed to read inotify events");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                () = wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
 }
-
-/// Returns how long a watcher may sleep before the observation can change with no event: until
-/// the kill time or the backstop, or else the safety-net interval.
-fn next_wakeup(snapshot: &Snapshot, now: SystemTime) -> Duration {
-    let mut wait = SAFETY_NET_INTERVAL;
-    if let Some(control) = snapshot.control {
-        let kill_at = control.kill_at();
-        for moment in [kill_at, kill_at + BACKSTOP_DELAY] {
-            if let Ok(left) = moment.duration_since(now) {
-                wait = wait.min(left + Duration::from_millis(10));
-            }
-        }
-        if snapshot.supervisor_alive && now >= kill_at + BACKSTOP_DELAY {
-            wait = wait.min(Duration::from_secs(1));
-        }
-    }
-    if !snapshot.exists || snapshot.state_error.is_some() {
-        wait = wait.min(DEGRADED_INTERVAL);
-    }
-    wait
-}
-
-/// Sends SIGKILL to every descendant found in `/proc` of the supervisor `handle`, a few rounds
-/// to catch processes forked during a scan. It does nothing unless `handle` names a running
-/// process other than init and the gateway, with the recorded start time.
-///
-/// NOTE: the supervisor can exit and its pid be reused between the check and the scan. The
-/// window is short, and the pid is reused only after the supervisor is reaped.
-fn kill_descendants(handle: &HandleFile) {
-    let ancestor = handle.pid;
-    if ancestor <= 1 || ancestor == std::process::id() as i32 {
-        return;
-    }
-    for _ in 0..5 {
-        if !procfs::is_alive(ancestor, handle.start_time).unwrap_or(false) {
-            return;
-        }
-        let Ok(found) = procfs::descendants(ancestor) else {
-            return;
-        };
-        let alive: Vec<_> = found.iter().filter(|stat| !stat.is_dead()).collect();
-        if alive.is_empty() {
-            return;
-        }
-        for stat in alive {
-            if let Some(pid) = Pid::from_raw(stat.pid) {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-            }
-        }
-    }
-}
-
-impl Inner {
-    /// Starts a supervisor for `record`, remembers its pid and start time, and waits until it
-    /// reports.
-    async fn spawn_supervisor(
-        self: &Arc<Self>,
-        record: &SandboxRecord,
-        dir: &SandboxDir,
-    ) -> Result<(), DriverError> {
-        fs::create_dir_all(&dir.path)
-            .map_err(|error| transient("failed to create", &dir.path, error))?;
-        let work = self.work_dir(record.id);
-        fs::create_dir_all(&work).map_err(|error| transient("failed to create", &work, error))?;
-
-        let cgroup = match &self.cgroup_base {
-            Some(base) => match cgroup::create_sandbox(base, &record.id.to_string()) {
-                Ok(path) => Some(path),
-                Err(error) => {
-                    tracing::warn!(sandbox_id = %record.id, cgroup_base = %base.display(), %error, "failed to create sandbox cgroup, so the sandbox runs without one");
-                    None
-                }
-            },
-            None => None,
-        };
-
-        let spec_path = dir.file(SPEC_FILE);
-        let previous = dir.read_spec().ok().flatten();
-        let spec = SpecFile {
-            id: record.id.to_string(),
-            argv: record.spec.argv(),
-            env: record
-                .spec
-                .env
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-            grace_period_ms: u64::try_from(record.spec.grace_period.as_millis())
-                .unwrap_or(u64::MAX),
-            cgroup,
-            created_at_ms: previous.map_or_else(
-                || files::unix_millis(SystemTime::now()),
-                |spec| spec.created_at_ms,
-            ),
-            work_dir: Some(work),
-        };
-        files::write_json(&spec_path, &spec)
-            .map_err(|error| transient("failed to write", &spec_path, error))?;
-
-        let log_path = dir.file(LOG_FILE);
-        let log = files::open_append_nofollow(&log_path)
-            .map_err(|error| transient("failed to open", &log_path, error))?;
-
-        let (program, leading) =
-            self.config.supervisor.split_first().ok_or_else(|| {
-                DriverError::Permanent("the supervisor command is empty".to_string())
-            })?;
-        let mut command = Command::new(program);
-        command
-            .args(leading)
-            .arg(&dir.path)
-            .current_dir(&dir.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        crate::sys::new_session_on_spawn(&mut command);
-        let mut child = command.spawn().map_err(|error| {
-            DriverError::Permanent(format!(
-                "failed to start the supervisor {}: {error}",
-                program.to_string_lossy()
-            ))
-        })?;
-        let pid = child.id();
-        // The child is not reaped before the reaper thread starts, so its pid cannot be reused
-        // while its start time is read.
-        let raw_pid = pid as i32;
-        match procfs::read_stat(raw_pid) {
-            Ok(Some(stat)) => {
-                lock(&self.tracked).entry(record.id).or_default().handle = Some(HandleFile {
-                    pid: raw_pid,
-                    start_time: stat.start_time,
-                    cgroup: None,
-                });
-            }
-            other => {
-                tracing::warn!(sandbox_id = %record.id, pid, result = ?other, "failed to read the start time of the supervisor")
-            }
-        }
-        let stdout = child.stdout.take().map(OwnedFd::from);
-        // While the gateway runs, the supervisor is its child: this thread reaps it.
-        let reaper = std::thread::Builder::new()
-            .name(format!("sandgate-reap-{pid}"))
-            .spawn(move || {
-                let _ = child.wait();
-            });
-        if let Err(error) = reaper {
-            tracing::warn!(sandbox_id = %record.id, pid, %error, "failed to start a reaper thread, so the supervisor stays a zombie after it exits");
-        }
-        tracing::info!(sandbox_id = %record.id, pid, "supervisor started");
-
-        let Some(stdout) = stdout else {
-            return Ok(());
-        };
-        let mut pipe =
-            tokio::net::unix::pipe::Receiver::from_owned_fd(stdout).map_err(|error| {
-                DriverError::Transient(format!("failed to read the supervisor's pipe: {error}"))
-            })?;
-        let mut report = Vec::new();
-        match tokio::time::timeout(START_TIMEOUT, pipe.read_to_end(&mut report)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(DriverError::Transient(format!(
-                "failed to read the supervisor's pipe: {error}"
-            ))),
-            Err(_) => Err(DriverError::Transient(format!(
-                "supervisor {pid} did not report within {} s; see {}",
-                START_TIMEOUT.as_secs(),
-                log_path.display()
-            ))),
-        }
-    }
-}
-
 #[async_trait]
 impl Driver for ProcessDriver {
     fn name(&self) -> &'static str {
