@@ -5,13 +5,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use sandgate_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tonic::Code;
 
 use super::{LONG, wait_by_id, wait_request};
 use crate::api::{self, Client, by_id, by_name, delete_request, phase};
 use crate::figures::{Figures, Rng, churn_duration, scale};
-use crate::target::Target;
+use crate::target::{Probe, Target};
 
 /// Polls until no record is PROVISIONING or DELETING, for up to [`LONG`], and returns the ones
 /// that still are.
@@ -64,22 +65,8 @@ async fn orphans(target: &Target, client: &mut Client, bound: Duration) -> BTree
 /// number of deletions confirmed.
 async fn delete_all(target: &Target, client: &mut Client, figures: &mut Figures) -> u64 {
     let records = target.records(client).await;
-    // In chunks, because several hundred calls at once on one HTTP/2 connection make the server
-    // close it with GOAWAY ENHANCE_YOUR_CALM (too_many_data_frames).
-    for chunk in records.chunks(50) {
-        delete_chunk(target, client, chunk, figures).await;
-    }
-    records.len() as u64
-}
-
-async fn delete_chunk(
-    target: &Target,
-    client: &mut Client,
-    records: &[pb::Sandbox],
-    figures: &mut Figures,
-) {
     let mut calls = Vec::new();
-    for record in records {
+    for record in &records {
         let mut client = client.clone();
         let probe = target.probe();
         let id = record.id.clone();
@@ -98,6 +85,103 @@ async fn delete_chunk(
     }
     for call in calls {
         figures.waited(call.await.unwrap());
+    }
+    records.len() as u64
+}
+
+/// How many sandboxes the crash churn keeps at a time, about.
+const POPULATION: usize = 50;
+
+/// Deletes `id` without a wait, and has `confirmer` follow the deletion if the gateway accepted
+/// it. Returns whether it did, or `false` if the call failed because the gateway was killed
+/// under it.
+async fn delete_unless_killed(client: &mut Client, id: &str, confirmer: &Confirmer) -> bool {
+    match client
+        .delete_sandbox(delete_request(by_id(id), false, LONG))
+        .await
+    {
+        Ok(_) => {
+            confirmer.follow(id);
+            true
+        }
+        Err(status) if killed(&status) => false,
+        Err(status) => panic!("delete {id} failed, not because of a kill: {status}"),
+    }
+}
+
+/// Starts a [`confirm_removal`] task for each accepted deletion of the crash churn.
+#[derive(Clone)]
+struct Confirmer {
+    url: watch::Receiver<String>,
+    probe: Probe,
+    tasks: mpsc::UnboundedSender<JoinHandle<Completion>>,
+}
+
+impl Confirmer {
+    /// Follows the deletion of `id`, which the gateway has just accepted.
+    fn follow(&self, id: &str) {
+        let task = tokio::spawn(confirm_removal(
+            id.to_string(),
+            Instant::now(),
+            self.url.clone(),
+            self.probe.clone(),
+        ));
+        self.tasks
+            .send(task)
+            .expect("the churn collects the confirmations until it ends");
+    }
+}
+
+/// One accepted deletion of the crash churn, as the task that waited for it by id saw it end.
+struct Completion {
+    id: String,
+    /// Time from the accepted delete to the return of the wait that saw the removal.
+    latency: Duration,
+    /// What of the compute the probe found right after that return, which must be nothing.
+    compute_left: Option<String>,
+}
+
+/// Waits by id for the removal of `id` across gateway kills, and checks its compute as soon as
+/// a wait returns DELETED. `url` names the gateway that runs now; a wait cut by a kill is sent
+/// again once the restarted gateway's address is published.
+async fn confirm_removal(
+    id: String,
+    accepted_at: Instant,
+    mut url: watch::Receiver<String>,
+    probe: Probe,
+) -> Completion {
+    loop {
+        let address = url.borrow_and_update().clone();
+        let result = match Client::connect(address).await {
+            Ok(mut client) => client
+                .wait_sandbox_deleted(wait_request(&id))
+                .await
+                .map(tonic::Response::into_inner),
+            Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+        };
+        match result {
+            Ok(response) => {
+                assert_eq!(
+                    response.outcome,
+                    pb::DeleteOutcome::Deleted as i32,
+                    "wait for {id}: {response:?}"
+                );
+                let compute_left = probe.compute_left(&id).await;
+                return Completion {
+                    id,
+                    latency: accepted_at.elapsed(),
+                    compute_left,
+                };
+            }
+            Err(status) if killed(&status) => {
+                // The next address comes with the restart. If this one already was the
+                // restarted gateway's, try it again after a second.
+                let _ = tokio::time::timeout(Duration::from_secs(1), url.changed()).await;
+            }
+            Err(status) => {
+                panic!("wait for the removal of {id} failed, not because of a kill: {status}")
+            }
+        }
     }
 }
 
@@ -140,6 +224,13 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
     // 6.4 s. A loaded machine then still makes progress.
     let mut last_progress = 0;
     let mut kill_window_ms = 400;
+    let (url, url_updates) = watch::channel(target.gateway.url());
+    let (confirmations, mut followed) = mpsc::unbounded_channel();
+    let confirmer = Confirmer {
+        url: url_updates,
+        probe: target.probe(),
+        tasks: confirmations,
+    };
 
     while created.len() < total || started.elapsed() < churn {
         assert!(
@@ -157,6 +248,7 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
             );
             let delete_after = Duration::from_millis(rng.below(300));
             let delete = rng.below(3) != 0;
+            let confirmer = confirmer.clone();
             tasks.push(tokio::spawn(async move {
                 let Ok(response) = client.create_sandbox(request).await else {
                     return (None, false);
@@ -166,14 +258,22 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
                     return (Some(id), false);
                 }
                 tokio::time::sleep(delete_after).await;
-                let deleted = client
-                    .delete_sandbox(delete_request(by_id(&id), false, LONG))
-                    .await;
-                match deleted {
-                    Ok(_) => (Some(id), true),
-                    Err(status) if killed(&status) => (Some(id), false),
-                    Err(status) => panic!("delete {id} failed, not because of a kill: {status}"),
-                }
+                let accepted = delete_unless_killed(&mut client, &id, &confirmer).await;
+                (Some(id), accepted)
+            }));
+        }
+        // A third of the new sandboxes is kept, and kills interrupt some deletions, so older
+        // sandboxes are deleted too: the churn keeps about `POPULATION` of them.
+        let kept: Vec<&String> = created.difference(&accepted).collect();
+        for _ in 0..kept.len().saturating_sub(POPULATION).min(6) {
+            let id = kept[rng.below(kept.len() as u64) as usize].clone();
+            let mut client = client.clone();
+            let delete_after = Duration::from_millis(rng.below(300));
+            let confirmer = confirmer.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(delete_after).await;
+                let accepted = delete_unless_killed(&mut client, &id, &confirmer).await;
+                (Some(id), accepted)
             }));
         }
         // Each call takes tens of milliseconds, so the kill lands inside the calls.
@@ -183,7 +283,9 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
         for task in tasks {
             let (id, was_accepted) = task.await.unwrap();
             if let Some(id) = id {
-                last_progress = round;
+                if !created.contains(&id) {
+                    last_progress = round;
+                }
                 if was_accepted {
                     accepted.insert(id.clone());
                 }
@@ -191,6 +293,7 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
             }
         }
         target.gateway.restart();
+        url.send_replace(target.gateway.url());
         kill_window_ms = if last_progress == round {
             400
         } else {
@@ -206,13 +309,27 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
     );
     let mut client = target.client().await;
 
-    // Every deletion the gateway accepted finishes, with no client action beyond a wait by id.
-    for id in &accepted {
-        let (_, elapsed) = wait_by_id(&mut client, id).await;
-        figures.waited(elapsed);
-        target.assert_compute_gone(id).await;
+    // Every deletion the gateway accepted finishes, with no client action beyond a wait by id,
+    // and its compute was gone when that wait returned.
+    drop(confirmer);
+    let mut longest = Duration::ZERO;
+    while let Some(task) = followed.recv().await {
+        let completion = tokio::time::timeout(LONG, task)
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: a wait by id hangs"))
+            .unwrap();
+        assert_eq!(
+            completion.compute_left, None,
+            "seed {seed}: the removal of {} was confirmed, but compute was left then",
+            completion.id
+        );
+        longest = longest.max(completion.latency);
         figures.confirmed += 1;
     }
+    figures.outcome(
+        "max ms from an accepted delete to its confirmed removal",
+        longest.as_millis() as u64,
+    );
 
     // Every sandbox a client saw created is still recorded, or its removal is on record.
     for id in &created {
