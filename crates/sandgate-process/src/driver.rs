@@ -352,21 +352,29 @@ impl Inner {
     fn ensure_watcher(self: &Arc<Self>, id: SandboxId) {
         let mut watchers = lock(&self.watchers);
         watchers.retain(|_, watcher| !watcher.task.is_finished());
-        if watchers.contains_key(&id) {
-            return;
+        watchers.entry(id).or_insert_with(|| self.spawn_watcher(id));
+    }
+
+    /// Makes the watcher of `id` re-read the sandbox now, or when it next waits, and starts
+    /// one if none runs. Under the same lock as [`Inner::retire_watcher`], so a watcher that
+    /// is returning either gets the wake-up or is replaced.
+    fn wake_watcher(self: &Arc<Self>, id: SandboxId) {
+        let mut watchers = lock(&self.watchers);
+        watchers.retain(|_, watcher| !watcher.task.is_finished());
+        match watchers.get(&id) {
+            Some(watcher) => watcher.wake.notify_one(),
+            None => {
+                watchers.insert(id, self.spawn_watcher(id));
+            }
         }
+    }
+
+    fn spawn_watcher(self: &Arc<Self>, id: SandboxId) -> Watcher {
         let inner = Arc::clone(self);
         let wake = Arc::new(tokio::sync::Notify::new());
         let woken = Arc::clone(&wake);
         let task = tokio::spawn(async move { inner.watch(id, woken).await });
-        watchers.insert(id, Watcher { task, wake });
-    }
-
-    /// Makes the watcher of `id` re-read the sandbox now, or when it next waits.
-    fn wake_watcher(&self, id: SandboxId) {
-        if let Some(watcher) = lock(&self.watchers).get(&id) {
-            watcher.wake.notify_one();
-        }
+        Watcher { task, wake }
     }
 
     /// Records the merged deletion plan, writes it to `control.json` and signals the supervisor
@@ -434,7 +442,6 @@ impl Inner {
             force = control.force,
             "deletion requested"
         );
-        self.ensure_watcher(id);
         // The file write may have failed or gone unseen, so the plan may reach the watcher
         // only from memory.
         self.wake_watcher(id);
@@ -608,7 +615,10 @@ impl Driver for ProcessDriver {
             }
             let item = self.inner.found(id);
             if !matches!(item.observed, Observed::Gone { .. }) {
-                tracing::warn!(sandbox_id = %id, "processes of a sandbox without a directory remain");
+                // A create may have made the directory since the directory was listed.
+                if fs::symlink_metadata(self.inner.dir(id).path).is_err() {
+                    tracing::warn!(sandbox_id = %id, "processes of a sandbox without a directory remain");
+                }
                 found.push(item);
             }
         }

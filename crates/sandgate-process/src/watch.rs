@@ -97,7 +97,8 @@ struct HubShared {
     /// inode, so one descriptor can have several owners.
     owners: Mutex<HashMap<i32, Vec<Owner>>>,
     next_owner: AtomicU64,
-    /// Set once the reader task has stopped, so that no event wakes anyone any more.
+    /// Set when the reader task stops because the reactor failed, after which no event
+    /// wakes an owner. An abort or a runtime shutdown stops the task without setting it.
     failed: AtomicBool,
 }
 
@@ -108,10 +109,11 @@ impl ChangeHub {
     /// Creates the inotify instance and starts the task that reads it.
     ///
     /// # Errors
-    /// Returns an error if the kernel refuses another inotify instance.
+    /// Returns an error if the kernel refuses another inotify instance (`EMFILE` once
+    /// `fs.inotify.max_user_instances` is reached), or if the reactor cannot register it.
     ///
     /// # Panics
-    /// Panics outside a tokio runtime.
+    /// Panics outside a tokio runtime, or in one whose I/O driver is disabled.
     pub fn start() -> io::Result<Arc<Self>> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
         let shared = Arc::new(HubShared {
@@ -190,7 +192,9 @@ impl HubShared {
         let mut owners = lock(&self.owners);
         let ignored = flags.contains(ReadFlags::IGNORED);
         let woken = if ignored {
-            // The kernel removed the watch (its file is gone), so the descriptor may be reused.
+            // The kernel removed the watch: its file is gone, or a Drop below removed it.
+            // Linux allocates descriptors cyclically up to INT_MAX, so a late IGNORED does
+            // not name a newer watch in practice (man 7 inotify, BUGS).
             owners.remove(&wd).unwrap_or_default()
         } else {
             owners.get(&wd).cloned().unwrap_or_default()
@@ -272,8 +276,8 @@ impl Drop for ChangeWatches {
             entry.retain(|(owner, _)| *owner != self.owner);
             if entry.is_empty() {
                 owners.remove(&wd);
-                // Fails with EINVAL if the kernel removed the watch and has not yet queued
-                // IGNORED; either way the watch is gone.
+                // Fails with EINVAL if the kernel removed the watch already and the reader
+                // has not yet read its IGNORED, or a queue overflow dropped that event.
                 let _ = inotify::remove_watch(shared.fd.get_ref(), wd);
             }
         }
@@ -364,6 +368,143 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         drop(watches);
+    }
+
+    /// Returns the number of watches in the hub's inotify instance, read from its
+    /// `/proc/self/fdinfo` entry.
+    fn kernel_watches(hub: &ChangeHub) -> usize {
+        use std::os::fd::AsRawFd;
+        let fd = hub.shared.fd.get_ref().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        info.lines()
+            .filter(|line| line.starts_with("inotify wd:"))
+            .count()
+    }
+
+    fn max_queued_events() -> usize {
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Creates 100 more files in `dir` than `max_queued_events`. The test runtime has one
+    /// thread and this does not yield, so the reader task cannot drain the queue meanwhile.
+    fn overflow_queue(dir: &Path) {
+        for index in 0..max_queued_events() + 100 {
+            std::fs::File::create(dir.join(index.to_string())).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn hub_wakes_every_owner_after_overflow() {
+        let hub = ChangeHub::start().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (noisy, quiet) = (root.path().join("noisy"), root.path().join("quiet"));
+        std::fs::create_dir(&noisy).unwrap();
+        std::fs::create_dir(&quiet).unwrap();
+        let (wake_noisy, wake_quiet) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let mut watches_noisy = hub.watches(Arc::clone(&wake_noisy));
+        let mut watches_quiet = hub.watches(Arc::clone(&wake_quiet));
+        watches_noisy.add_dir(&noisy).unwrap();
+        watches_quiet.add_dir(&quiet).unwrap();
+
+        overflow_queue(&noisy);
+        // The queue is full, so the kernel drops this event and only the overflow reports it.
+        std::fs::write(quiet.join("state.json"), b"{}").unwrap();
+        woken(&wake_quiet, "an event dropped by a queue overflow").await;
+    }
+
+    #[tokio::test]
+    async fn hub_keeps_shared_descriptor_until_last_owner() {
+        let hub = ChangeHub::start().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (wake_a, wake_b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let mut watches_a = hub.watches(Arc::clone(&wake_a));
+        let mut watches_b = hub.watches(Arc::clone(&wake_b));
+        watches_a.add_dir(root.path()).unwrap();
+        watches_b.add_dir(root.path()).unwrap();
+        assert_eq!(
+            watches_a.descriptors, watches_b.descriptors,
+            "one inode got two descriptors"
+        );
+        assert_eq!(kernel_watches(&hub), 1);
+
+        std::fs::write(root.path().join("one"), b"{}").unwrap();
+        woken(&wake_a, "a change seen by the first owner").await;
+        woken(&wake_b, "a change seen by the second owner").await;
+
+        drop(watches_a);
+        assert_eq!(
+            hub.watched(),
+            1,
+            "dropping one owner removed the shared descriptor"
+        );
+        assert_eq!(
+            kernel_watches(&hub),
+            1,
+            "dropping one owner removed the kernel watch"
+        );
+        std::fs::write(root.path().join("two"), b"{}").unwrap();
+        woken(&wake_b, "a change after the other owner left").await;
+
+        drop(watches_b);
+        assert_eq!(hub.watched(), 0);
+        assert_eq!(
+            kernel_watches(&hub),
+            0,
+            "the last owner left its kernel watch behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn hub_drop_clears_entry_after_lost_ignored() {
+        let hub = ChangeHub::start().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (noisy, removed) = (root.path().join("noisy"), root.path().join("removed"));
+        std::fs::create_dir(&noisy).unwrap();
+        std::fs::create_dir(&removed).unwrap();
+        let wake = Arc::new(Notify::new());
+        let mut watches_noisy = hub.watches(Arc::new(Notify::new()));
+        watches_noisy.add_dir(&noisy).unwrap();
+        let mut watches_removed = hub.watches(Arc::clone(&wake));
+        watches_removed.add_dir(&removed).unwrap();
+
+        overflow_queue(&noisy);
+        // The queue is full, so the kernel drops DELETE_SELF and IGNORED of this watch.
+        std::fs::remove_dir(&removed).unwrap();
+        woken(&wake, "a removal hidden by a queue overflow").await;
+        assert_eq!(kernel_watches(&hub), 1, "the kernel kept the removed watch");
+        // With its IGNORED lost, the entry stays until its owner drops it.
+        assert_eq!(
+            hub.watched(),
+            2,
+            "the hub saw an IGNORED that the kernel dropped"
+        );
+        drop(watches_removed);
+        assert_eq!(hub.watched(), 1, "Drop left the entry of a removed watch");
+    }
+
+    #[tokio::test]
+    async fn notify_keeps_permit_of_dropped_waiter() {
+        // The watcher's select! may drop a `Notified` that notify_one already chose, when
+        // another branch wins the same poll. tokio then stores the permit again.
+        let wake = Notify::new();
+        {
+            let mut notified = std::pin::pin!(wake.notified());
+            assert!(
+                !notified.as_mut().enable(),
+                "a permit existed before the test"
+            );
+            wake.notify_one();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wake.notified())
+                .await
+                .is_ok(),
+            "the permit given to a dropped waiter was lost"
+        );
     }
 
     #[tokio::test]

@@ -113,16 +113,14 @@ impl Inner {
     /// Watches one sandbox until nothing of it remains, sending every change of its
     /// observation. Its inotify watches wake `wake`, as deletion requests do.
     pub(super) async fn watch(self: Arc<Self>, id: SandboxId, wake: Arc<tokio::sync::Notify>) {
-        let dir = self.dir(id);
         let mut changes = self.change_hub().map(|hub| hub.watches(Arc::clone(&wake)));
+        // Whether an inotify watch reports changes of the sandbox directory and of the
+        // cgroup's `populated`. Until both do, the watcher re-reads every DEGRADED_INTERVAL.
+        let mut dir_watched = false;
+        let mut dir_watch_warned = false;
+        let mut cgroup_events_watched = false;
         if let Some(changes) = &mut changes {
-            match changes.add_dir(&dir.path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    tracing::warn!(sandbox_id = %id, %error, "failed to watch sandbox directory, so only the periodic re-check observes it");
-                }
-            }
+            dir_watched = self.watch_dir(id, changes, &mut dir_watch_warned);
         }
         let mut exit_watch: Option<ExitWatch> = None;
         let mut supervisor_checked = false;
@@ -133,11 +131,28 @@ impl Inner {
         loop {
             let snapshot = self.snapshot(id);
 
+            // The directory may appear, or a watch become available, after the watcher
+            // starts. A change between the snapshot and the new watch is caught by the
+            // re-read that notify_one forces.
+            if !dir_watched
+                && snapshot.exists
+                && let Some(changes) = &mut changes
+                && self.watch_dir(id, changes, &mut dir_watch_warned)
+            {
+                dir_watched = true;
+                wake.notify_one();
+            }
+
             if !supervisor_checked && let Some(handle) = &snapshot.handle {
                 supervisor_checked = true;
                 match watch::open_supervisor(handle)
                     .and_then(|fd| fd.map(ExitWatch::new).transpose())
                 {
+                    Ok(None) => {
+                        // The supervisor exited, perhaps after the snapshot read it as alive,
+                        // and no pidfd will report that exit, so read the sandbox again.
+                        wake.notify_one();
+                    }
                     Ok(found) => exit_watch = found,
                     Err(error) => {
                         tracing::warn!(sandbox_id = %id, pid = handle.pid, %error, "failed to open a pidfd of the supervisor")
@@ -149,12 +164,21 @@ impl Inner {
                 && path.exists()
             {
                 cgroup_watched = true;
-                for events in [
+                for (index, events) in [
                     path.join("cgroup.events"),
                     path.join(cgroup::PAYLOAD_LEAF).join("cgroup.events"),
-                ] {
-                    if let Err(error) = changes.add_events_file(&events) {
-                        tracing::debug!(sandbox_id = %id, file = %events.display(), %error, "cannot watch cgroup events file");
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    match changes.add_events_file(&events) {
+                        // `populated` of the sandbox cgroup counts the payload leaf too, so
+                        // this first watch alone reports when the last process exits.
+                        Ok(()) if index == 0 => cgroup_events_watched = true,
+                        Ok(()) => {}
+                        Err(error) => {
+                            tracing::debug!(sandbox_id = %id, file = %events.display(), %error, "cannot watch cgroup events file");
+                        }
                     }
                 }
                 // The cgroup may have changed between the snapshot and the watch, so the next
@@ -177,11 +201,16 @@ impl Inner {
             }
             if matches!(observed, Observed::Gone { .. }) {
                 self.settle(id, &snapshot);
+                self.retire_watcher(id, &wake);
                 return;
             }
 
             let mut wait = next_wakeup(&snapshot, now);
-            if !changes.as_ref().is_some_and(ChangeWatches::is_live) {
+            let cgroup_unwatched = snapshot.cgroup_populated && !cgroup_events_watched;
+            if !changes.as_ref().is_some_and(ChangeWatches::is_live)
+                || (snapshot.exists && !dir_watched)
+                || cgroup_unwatched
+            {
                 wait = wait.min(DEGRADED_INTERVAL);
             }
             let exited = async {
@@ -200,6 +229,35 @@ impl Inner {
                 }
                 () = wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Removes the watcher of `id`, which found nothing left, from the driver's watchers. A
+    /// wake-up that arrived after its last read, such as a deletion of the sandbox whose
+    /// command had just exited, starts a new watcher, which reads and reports the sandbox
+    /// afresh.
+    fn retire_watcher(self: &Arc<Self>, id: SandboxId, wake: &tokio::sync::Notify) {
+        let mut watchers = lock(&self.watchers);
+        watchers.remove(&id);
+        let pending = std::pin::pin!(wake.notified());
+        if pending.enable() {
+            watchers.insert(id, self.spawn_watcher(id));
+        }
+    }
+
+    /// Adds the inotify watch of the sandbox directory to `changes`, and returns whether it
+    /// is in place. Logs the first failure other than a missing directory.
+    fn watch_dir(&self, id: SandboxId, changes: &mut ChangeWatches, warned: &mut bool) -> bool {
+        match changes.add_dir(&self.dir(id).path) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => {
+                if !*warned {
+                    *warned = true;
+                    tracing::warn!(sandbox_id = %id, %error, interval = ?DEGRADED_INTERVAL, "failed to watch sandbox directory, so the watcher re-reads it on a timer");
+                }
+                false
             }
         }
     }
