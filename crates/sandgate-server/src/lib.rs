@@ -96,6 +96,23 @@ pub async fn run(
     let (stop, stop_signal) = tokio::sync::watch::channel(false);
     let lifecycle = Arc::new(Lifecycle::new(store.clone(), driver.clone(), stop_signal));
 
+    // Deletions that an earlier run accepted continue at once. The reconciler re-drives them
+    // too, but its pass walks the records in id order, so a gateway that crashes again soon
+    // after each start may never reach the last ones.
+    let mut resumed = 0;
+    for record in store.records() {
+        if record.is_deleting() {
+            lifecycle.drive_deletion(record.id, false);
+            resumed += 1;
+        }
+    }
+    if resumed > 0 {
+        info!(
+            deletions = resumed,
+            "Resuming deletions of the previous run"
+        );
+    }
+
     let observer = {
         let lifecycle = lifecycle.clone();
         tokio::spawn(
