@@ -329,7 +329,7 @@ impl Driver for KubeDriver {
 
     async fn observe(&self, record: &SandboxRecord) -> Result<Observed, DriverError> {
         self.shared
-            .observe_fresh(&record.id, Self::recorded_uid(record))
+            .observe_fresh(&record.id, Self::recorded_uid(record), Some(record))
             .await
     }
 

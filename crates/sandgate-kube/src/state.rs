@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use sandgate_core::{DriverDetails, LiveStatus, Observed, SandboxId};
+use sandgate_core::{DriverDetails, LiveStatus, Observed, SandboxId, SandboxRecord};
 use sandgate_driver::{DriverError, Observation};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -44,7 +45,24 @@ pub struct View {
 /// and the API server then accepts the Pod after the Sandbox is gone. An estimate: such a
 /// reconcile works from the controller's cache, which trails the API server by well under 2 s
 /// on a healthy cluster.
-pub const FIRST_POD_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+pub const FIRST_POD_SETTLE: Duration = Duration::from_secs(2);
+
+/// Reason of a DELETING record while its removal waits out [`FIRST_POD_SETTLE`]. The record
+/// keeps when the reason was set, so a gateway that restarts meanwhile does not start the
+/// wait over, and one that crashes again within every 2 s still completes the removal.
+pub const FIRST_POD_CHECK_REASON: &str =
+    "the Sandbox is gone; checking that no late first Pod appears";
+
+/// Returns how much longer a removal of `record`'s sandbox that never showed a Pod must wait
+/// at `now` before a read may confirm it: all of [`FIRST_POD_SETTLE`], less the time for which
+/// the record has shown [`FIRST_POD_CHECK_REASON`].
+pub fn first_pod_wait(record: Option<&SandboxRecord>, now: SystemTime) -> Duration {
+    let waited = record
+        .filter(|record| record.is_deleting() && record.phase_reason == FIRST_POD_CHECK_REASON)
+        .and_then(|record| now.duration_since(record.reason_since).ok())
+        .unwrap_or_default();
+    FIRST_POD_SETTLE.saturating_sub(waited)
+}
 
 /// State shared by the driver and its watchers.
 pub struct Shared {
@@ -194,18 +212,21 @@ impl Shared {
     }
 
     /// Reads `id` fresh and derives its observation. A removal of a sandbox that never showed a
-    /// Pod is read again after [`FIRST_POD_SETTLE`], so that a first Pod created just after the
-    /// Sandbox's removal is not missed.
+    /// Pod is confirmed only by a read [`FIRST_POD_SETTLE`] after the removal was first seen, so
+    /// that a first Pod created just after the Sandbox's removal is not missed. With `record`
+    /// DELETING, the start of that wait is recorded through the sink with
+    /// [`FIRST_POD_CHECK_REASON`], and a wait that an earlier gateway began counts.
     ///
     /// # Errors
     /// Returns the error of a failed read.
     ///
     /// # Cancel safety
-    /// Cancel safe: it only reads.
+    /// Cancel safe: it reads, and at most sends the observation that starts the wait.
     pub async fn observe_fresh(
         &self,
         id: &SandboxId,
         uid: Option<&str>,
+        record: Option<&SandboxRecord>,
     ) -> Result<Observed, DriverError> {
         let fresh = self.read_fresh(id, uid).await?;
         let observed = self.derive(id, fresh.sandbox.as_ref(), &fresh.pods);
@@ -213,7 +234,21 @@ impl Shared {
         if !matches!(observed, Observed::Gone { .. }) || pod_seen {
             return Ok(observed);
         }
-        tokio::time::sleep(FIRST_POD_SETTLE).await;
+        let wait = first_pod_wait(record, SystemTime::now());
+        if wait.is_zero() {
+            // This read came at least the settle time after the removal was first seen.
+            return Ok(observed);
+        }
+        if wait == FIRST_POD_SETTLE && record.is_some_and(SandboxRecord::is_deleting) {
+            self.send(
+                *id,
+                Observed::Present {
+                    status: LiveStatus::Unknown(String::new()),
+                    terminating: Some(FIRST_POD_CHECK_REASON.to_string()),
+                },
+            );
+        }
+        tokio::time::sleep(wait).await;
         let fresh = self.read_fresh(id, uid).await?;
         Ok(self.derive(id, fresh.sandbox.as_ref(), &fresh.pods))
     }
@@ -254,7 +289,7 @@ impl Shared {
         }
         let shared = self.clone();
         tokio::spawn(async move {
-            match shared.observe_fresh(&id, None).await {
+            match shared.observe_fresh(&id, None, None).await {
                 Ok(fresh) => {
                     // If the Sandbox watcher caught up during the read, its view is at least as
                     // new as the read, and later events will follow it.
@@ -275,5 +310,75 @@ impl Shared {
     /// Returns the sandbox id an object of this instance is labelled with.
     pub fn id_of<K: ResourceExt>(&self, object: &K) -> Option<SandboxId> {
         objects::labelled_id(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sandgate_core::{Phase, SandboxSpec};
+
+    use super::*;
+
+    fn record(phase: Phase, reason: &str, reason_since: SystemTime) -> SandboxRecord {
+        let mut record = SandboxRecord::new(
+            "default".to_string(),
+            "agent".to_string(),
+            BTreeMap::new(),
+            SandboxSpec::default(),
+            reason_since,
+        );
+        record.phase = phase;
+        record.phase_reason = reason.to_string();
+        record.reason_since = reason_since;
+        record
+    }
+
+    #[test]
+    fn first_pod_wait_is_whole_without_record() {
+        assert_eq!(first_pod_wait(None, SystemTime::now()), FIRST_POD_SETTLE);
+    }
+
+    #[test]
+    fn first_pod_wait_counts_recorded_check() {
+        let now = SystemTime::now();
+        let started = now - Duration::from_millis(500);
+        let deleting = record(Phase::Deleting, FIRST_POD_CHECK_REASON, started);
+        assert_eq!(
+            first_pod_wait(Some(&deleting), now),
+            FIRST_POD_SETTLE - Duration::from_millis(500)
+        );
+        let long_ago = record(
+            Phase::Deleting,
+            FIRST_POD_CHECK_REASON,
+            now - FIRST_POD_SETTLE,
+        );
+        assert_eq!(first_pod_wait(Some(&long_ago), now), Duration::ZERO);
+    }
+
+    #[test]
+    fn first_pod_wait_ignores_other_reasons_and_phases() {
+        let now = SystemTime::now();
+        let long_ago = now - Duration::from_secs(60);
+        let other_reason = record(
+            Phase::Deleting,
+            "waiting for the garbage collector",
+            long_ago,
+        );
+        assert_eq!(first_pod_wait(Some(&other_reason), now), FIRST_POD_SETTLE);
+        let live = record(Phase::Ready, FIRST_POD_CHECK_REASON, long_ago);
+        assert_eq!(first_pod_wait(Some(&live), now), FIRST_POD_SETTLE);
+    }
+
+    #[test]
+    fn first_pod_wait_is_whole_when_clock_went_back() {
+        let now = SystemTime::now();
+        let future = record(
+            Phase::Deleting,
+            FIRST_POD_CHECK_REASON,
+            now + Duration::from_secs(5),
+        );
+        assert_eq!(first_pod_wait(Some(&future), now), FIRST_POD_SETTLE);
     }
 }
