@@ -458,3 +458,63 @@ async fn crash_after_delete_commit_resumes() {
     assert_eq!(waited.outcome, pb::DeleteOutcome::Deleted as i32);
     assert_compute_gone(&namespace, &sandbox.id).await;
 }
+
+/// A restart lists Sandboxes and Pods in two watchers. When the Sandbox list finished first,
+/// every READY sandbox briefly read as PROVISIONING "pod deleted outside sandgate".
+#[tokio::test]
+async fn restart_keeps_ready_sandboxes_ready() {
+    let Some((cluster, namespace)) = setup("kube-restart-ready").await else {
+        return;
+    };
+    let kubeconfig = service_account_kubeconfig(&cluster.kubeconfig, &namespace, None)
+        .await
+        .unwrap();
+    let mut gateway = start_gateway(&kubeconfig.path, &[], &[]).await;
+    let mut client = gateway.client().await;
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        let sandbox = create(&mut client, &format!("steady-{index}"), GRACE).await;
+        ids.push(sandbox.id);
+    }
+    for id in &ids {
+        wait_ready(&mut client, id).await;
+    }
+
+    for restart in 0..3 {
+        let mark = gateway.log_mark();
+        gateway.kill();
+        gateway.restart_with_env(Vec::new());
+        for needle in [
+            "Re-list finished kind=Sandbox",
+            "Re-list finished kind=Pod",
+            "Reconciler pass finished",
+        ] {
+            gateway
+                .wait_for_log_since(mark, needle, Duration::from_secs(30))
+                .await;
+        }
+        let mut client = gateway.client().await;
+        for id in &ids {
+            let record = api::get(&mut client, id).await.expect("record kept");
+            assert_eq!(
+                phase(&record),
+                pb::SandboxPhase::Ready,
+                "restart {restart}: {record:?}"
+            );
+        }
+        let log = gateway.log_text();
+        let changes: Vec<&str> = log
+            .lines()
+            .skip(mark)
+            .filter(|line| line.contains("Sandbox changed"))
+            .collect();
+        assert!(
+            changes.is_empty(),
+            "restart {restart} changed READY sandboxes: {changes:#?}"
+        );
+    }
+    let mut client = gateway.client().await;
+    for id in &ids {
+        delete_and_confirm(&mut client, &namespace, id, LONG).await;
+    }
+}

@@ -38,6 +38,21 @@ pub struct View {
     pub known: HashSet<SandboxId>,
     /// Ids for which some read or event has shown a Pod.
     pub pod_seen: HashSet<SandboxId>,
+    /// Whether the Sandbox watcher has finished its first list.
+    pub sandboxes_listed: bool,
+    /// Whether the Pod watcher has finished its first list.
+    pub pods_listed: bool,
+    /// Ids whose observation waits until both watchers have finished their first list.
+    pub deferred: HashSet<SandboxId>,
+}
+
+impl View {
+    /// Returns whether both watchers have finished their first list, so that the view contains
+    /// every object of both kinds. Before that, a Sandbox listed without its Pod would read as
+    /// a Pod deleted outside sandgate.
+    pub fn is_synced(&self) -> bool {
+        self.sandboxes_listed && self.pods_listed
+    }
 }
 
 /// Time a removal of a sandbox that never showed a Pod is re-checked after. The controller may
@@ -275,13 +290,22 @@ impl Shared {
         }
     }
 
-    /// Sends an observation of `id` derived from the view. When the view lacks the Sandbox, the
-    /// objects are read fresh first, because one watcher may lag behind the other. A Pod created
+    /// Sends an observation of `id` derived from the view. Until both watchers have finished
+    /// their first list, it only remembers `id`, and the watcher that finishes last notifies
+    /// it then. When the view lacks the Sandbox, the objects are read fresh first, because one
+    /// watcher may lag behind the other. A Pod created
     /// just before the Sandbox's deletion may not be in the view yet. A new Sandbox's Pod may
     /// arrive before the Sandbox itself, and the view alone would take that for a Sandbox
     /// deleted outside sandgate.
     pub fn notify(self: &Arc<Self>, id: SandboxId) {
-        let sandbox_seen = self.view().sandboxes.contains_key(&id);
+        let sandbox_seen = {
+            let mut view = self.view();
+            if !view.is_synced() {
+                view.deferred.insert(id);
+                return;
+            }
+            view.sandboxes.contains_key(&id)
+        };
         if sandbox_seen {
             let observed = self.derive_cached(&id);
             self.send(id, observed);

@@ -30,6 +30,8 @@ trait Watched: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static 
     fn replace_all(view: &mut View, objects: HashMap<SandboxId, Vec<Self>>) -> HashSet<SandboxId>;
     fn upsert(view: &mut View, id: SandboxId, object: Self);
     fn remove(view: &mut View, id: SandboxId, object: &Self);
+    /// Records that the watcher of this kind has finished its first list.
+    fn mark_listed(view: &mut View);
 }
 
 impl Watched for Sandbox {
@@ -47,6 +49,10 @@ impl Watched for Sandbox {
 
     fn upsert(view: &mut View, id: SandboxId, object: Self) {
         view.sandboxes.insert(id, object);
+    }
+
+    fn mark_listed(view: &mut View) {
+        view.sandboxes_listed = true;
     }
 
     fn remove(view: &mut View, id: SandboxId, object: &Self) {
@@ -82,6 +88,10 @@ impl Watched for Pod {
             .entry(id)
             .or_default()
             .insert(object.name_any(), object);
+    }
+
+    fn mark_listed(view: &mut View) {
+        view.pods_listed = true;
     }
 
     fn remove(view: &mut View, id: SandboxId, object: &Self) {
@@ -161,6 +171,10 @@ where
                     let mut affected = K::replace_all(&mut view, listed);
                     if first_list {
                         affected.extend(view.known.iter().copied());
+                        K::mark_listed(&mut view);
+                    }
+                    if view.is_synced() {
+                        affected.extend(view.deferred.drain());
                     }
                     affected
                 };
