@@ -312,7 +312,7 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
     // Every deletion the gateway accepted finishes, with no client action beyond a wait by id,
     // and its compute was gone when that wait returned.
     drop(confirmer);
-    let mut longest = Duration::ZERO;
+    let mut latencies = Vec::new();
     while let Some(task) = followed.recv().await {
         let completion = tokio::time::timeout(LONG, task)
             .await
@@ -323,12 +323,19 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
             "seed {seed}: the removal of {} was confirmed, but compute was left then",
             completion.id
         );
-        longest = longest.max(completion.latency);
+        latencies.push(completion.latency);
         figures.confirmed += 1;
     }
+    latencies.sort();
+    let millis =
+        |latency: Option<&Duration>| latency.map_or(0, |latency| latency.as_millis() as u64);
+    figures.outcome(
+        "median ms from an accepted delete to its confirmed removal",
+        millis(latencies.get(latencies.len() / 2)),
+    );
     figures.outcome(
         "max ms from an accepted delete to its confirmed removal",
-        longest.as_millis() as u64,
+        millis(latencies.last()),
     );
 
     // Every sandbox a client saw created is still recorded, or its removal is on record.
