@@ -537,6 +537,63 @@ async fn sandboxes_outlive_gateway_restart() {
     }
 }
 
+/// Returns the CPU time that process `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends with the last ')': utime is field 14 and
+    // stime field 15, in clock ticks.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf takes a plain integer and has no memory effects.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A restart with an EXITED sandbox once made its watcher start itself again in a loop: the
+/// gateway used both cores and answered new sandboxes' changes half a minute late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_exited_sandbox_stays_idle() {
+    let mut gateway = Gateway::start();
+    let mut client = gateway.client().await;
+    let done = create(&mut client, "done", &["true"], grace(1)).await;
+    api::wait_until(&mut client, &done.id, LONG, "EXITED", |s| {
+        phase(s) == pb::SandboxPhase::Exited
+    })
+    .await;
+
+    gateway.kill();
+    let mark = gateway.log_mark();
+    gateway.restart();
+    gateway
+        .wait_for_log_since(mark, "Reconciler pass finished", LONG)
+        .await;
+    let pid = gateway.pid();
+    let before = cpu_time(pid);
+    let started = Instant::now();
+    let mut client = gateway.client().await;
+    let fresh = create(&mut client, "fresh", &["sleep", "1000"], grace(1)).await;
+    wait_ready(&mut client, &fresh.id).await;
+    // Measure over at least 2 s, so that a busy loop shows however fast the create was.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
+    let used = cpu_time(pid) - before;
+    let elapsed = started.elapsed();
+    assert!(
+        used < elapsed / 2,
+        "the gateway used {used:?} of CPU in {elapsed:?} after a restart with an EXITED sandbox"
+    );
+
+    for id in [&done.id, &fresh.id] {
+        let response = client
+            .delete_sandbox(delete_request(by_id(id), true, LONG))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.outcome, pb::DeleteOutcome::Deleted as i32);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_waiters_unavailable() {
     let mut gateway = Gateway::start();

@@ -129,6 +129,10 @@ impl Inner {
         let mut last_sent: Option<Observed> = None;
 
         loop {
+            // Set when something may have changed between the snapshot and a new watch, so the
+            // loop reads again without waiting. Unlike a permit of `wake`, it never outlives this
+            // task, so `retire_watcher` sees only wake-ups from outside.
+            let mut read_again = false;
             let snapshot = self.snapshot(id);
 
             // The directory may appear, or a watch become available, after the watcher
@@ -140,7 +144,7 @@ impl Inner {
                 && self.watch_dir(id, changes, &mut dir_watch_warned)
             {
                 dir_watched = true;
-                wake.notify_one();
+                read_again = true;
             }
 
             if !supervisor_checked && let Some(handle) = &snapshot.handle {
@@ -151,7 +155,7 @@ impl Inner {
                     Ok(None) => {
                         // The supervisor exited, perhaps after the snapshot read it as alive,
                         // and no pidfd will report that exit, so read the sandbox again.
-                        wake.notify_one();
+                        read_again = true;
                     }
                     Ok(found) => exit_watch = found,
                     Err(error) => {
@@ -181,9 +185,9 @@ impl Inner {
                         }
                     }
                 }
-                // The cgroup may have changed between the snapshot and the watch, so the next
-                // wait returns at once and the loop reads it again.
-                wake.notify_one();
+                // The cgroup may have changed between the snapshot and the watch, so the loop
+                // reads it again.
+                read_again = true;
             }
 
             if self.enforce_backstop(id, &snapshot, &mut terminated_orphans) {
@@ -203,6 +207,9 @@ impl Inner {
                 self.settle(id, &snapshot);
                 self.retire_watcher(id, &wake);
                 return;
+            }
+            if read_again {
+                continue;
             }
 
             let mut wait = next_wakeup(&snapshot, now);
