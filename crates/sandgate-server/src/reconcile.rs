@@ -140,10 +140,18 @@ pub async fn pass(
     // What remains in `found` has no record.
     let mut candidates = Vec::new();
     for (id, orphan) in found {
+        let tombstoned = store.tombstone(&id).is_some();
         if matches!(orphan.observed, Observed::Gone { .. }) {
+            // Nothing of a removed sandbox runs, but the driver may still keep its files when
+            // the removal was confirmed before the driver was asked to delete.
+            if tombstoned && store.get(&id).is_none() {
+                debug!(sandbox_id = %id, "Removing what the driver keeps of a removed sandbox");
+                if let Err(error) = driver.delete_orphan(id).await {
+                    warn!(sandbox_id = %id, %error, "Removing the files of a removed sandbox failed");
+                }
+            }
             continue;
         }
-        let tombstoned = store.tombstone(&id).is_some();
         let age = orphan
             .created_at
             .and_then(|created| now.duration_since(created).ok())

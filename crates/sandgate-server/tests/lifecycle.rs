@@ -316,6 +316,44 @@ async fn reconciler_deletes_old_orphans_only() {
     assert_eq!(deleted, vec![old]);
 }
 
+/// A removal confirmed before the driver was asked to delete leaves the driver's files of a
+/// finished sandbox, listed as Gone with no record.
+#[tokio::test]
+async fn reconciler_removes_leftovers_of_removed_sandboxes() {
+    let h = harness();
+    let created = h
+        .lifecycle
+        .create(record("done", Duration::ZERO))
+        .await
+        .unwrap();
+    h.lifecycle.delete(created.id, PLAIN).await.unwrap();
+    h.driver.remove(created.id);
+    let report = reconcile::pass(&h.lifecycle, &config()).await.unwrap();
+    assert_eq!(report.removed, 1);
+    assert!(h.lifecycle.store().tombstone(&created.id).is_some());
+
+    // What the driver keeps of the removed sandbox, and of one it never had a record of.
+    let stranger = SandboxId::new_random();
+    for id in [created.id, stranger] {
+        h.driver.set(
+            id,
+            Observed::Gone { exit_code: Some(0) },
+            Duration::from_secs(600),
+        );
+    }
+    let report = reconcile::pass(&h.lifecycle, &config()).await.unwrap();
+    assert_eq!(
+        report.orphans_deleted, 0,
+        "nothing ran, so nothing is an orphan"
+    );
+    let cleaned = h.driver.backend.lock().unwrap().orphans_deleted.clone();
+    assert_eq!(
+        cleaned,
+        vec![created.id],
+        "only the leftovers of the removed sandbox are removed"
+    );
+}
+
 #[tokio::test]
 async fn reconciler_redrives_deleting_records() {
     let h = harness();
