@@ -663,6 +663,10 @@ async fn watch_streams_lifecycle_events() {
     assert_eq!(first.sandbox.unwrap().id, existing.id);
     let synced = api::next_event(&mut stream).await.expect("synced event");
     assert_eq!(synced.r#type, pb::WatchEventType::Synced as i32);
+    assert!(
+        synced.snapshot,
+        "the SYNCED event that ends a snapshot is not marked"
+    );
 
     let sandbox = create(&mut client, "during", &["sleep", "1000"], grace(1)).await;
     client
@@ -719,6 +723,16 @@ async fn watch_streams_lifecycle_events() {
     let replayed = api::next_event(&mut resumed).await.expect("replayed event");
     assert!(!replayed.snapshot);
     assert_eq!(replayed.sandbox.unwrap().id, sandbox.id);
+    let replay_synced = loop {
+        let event = api::next_event(&mut resumed).await.expect("replay ends");
+        if event.r#type == pb::WatchEventType::Synced as i32 {
+            break event;
+        }
+    };
+    assert!(
+        !replay_synced.snapshot,
+        "the SYNCED event of a replay is marked as a snapshot"
+    );
 
     let unknown = client
         .watch_sandboxes(pb::WatchSandboxesRequest {

@@ -13,6 +13,7 @@ use crate::cli::{CreateArgs, GetArgs, ListArgs, OutputFormat, WatchArgs, collect
 use crate::client::{
     self, EXIT_TIMED_OUT, EXIT_UNREACHABLE, Failure, Target, describe, is_unavailable,
 };
+use crate::watching::WatchState;
 use crate::{json, output, timefmt};
 
 /// Maximum time a unary call such as create, get or one page of list may take.
@@ -309,6 +310,7 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
         (None, None) => (None, None),
     };
     let mut resume_revision = args.resume_revision.unwrap_or(0);
+    let mut state = WatchState::default();
     let mut outage_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(250);
 
@@ -330,14 +332,18 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
                             outage_since = None;
                             backoff = Duration::from_millis(250);
                             resume_revision = resume_revision.max(event.revision);
-                            let line = output::watch_line(
-                                &timefmt::now_rfc3339(),
-                                &event,
-                                args.all_workspaces,
-                            );
-                            println!("{line}");
-                            if target.is_some() && event.r#type == WatchEventType::Deleted as i32 {
-                                return Ok(());
+                            for event in state.apply(event) {
+                                let line = output::watch_line(
+                                    &timefmt::now_rfc3339(),
+                                    &event,
+                                    args.all_workspaces,
+                                );
+                                println!("{line}");
+                                if target.is_some()
+                                    && event.r#type == WatchEventType::Deleted as i32
+                                {
+                                    return Ok(());
+                                }
                             }
                         }
                         Ok(None) if target.is_some() => return Ok(()),

@@ -9,6 +9,7 @@ mod json;
 mod output;
 mod serve;
 mod timefmt;
+mod watching;
 
 #[cfg(test)]
 mod cli_tests;

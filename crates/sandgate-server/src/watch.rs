@@ -121,12 +121,13 @@ impl Producer {
             .map_err(|_| "client went away")
     }
 
-    async fn synced(&self, revision: u64) -> Result<(), Stop> {
+    /// Sends SYNCED at `revision`, marked as the end of a snapshot when `snapshot` is set.
+    async fn synced(&self, revision: u64, snapshot: bool) -> Result<(), Stop> {
         self.send(pb::WatchEvent {
             r#type: pb::WatchEventType::Synced as i32,
             revision,
             sandbox: None,
-            snapshot: false,
+            snapshot,
         })
         .await
     }
@@ -143,7 +144,7 @@ impl Producer {
             })
             .await?;
         }
-        self.synced(revision).await?;
+        self.synced(revision, true).await?;
         Ok(revision)
     }
 
@@ -190,7 +191,7 @@ impl Producer {
                 if ended {
                     return Ok(());
                 }
-                self.synced(cursor).await?;
+                self.synced(cursor, false).await?;
                 cursor
             }
             _ => self.snapshot().await?,

@@ -108,5 +108,6 @@ class WatchEvent:
     sandbox: Sandbox | None
     """The sandbox after the change, or None on SYNCED events."""
     snapshot: bool = False
-    """True on the ADDED events of a snapshot. After a resume, a snapshot replaces what the
-    caller knew: drop every sandbox that it does not contain."""
+    """True on the ADDED events of a snapshot and on the SYNCED event that ends it, which also
+    marks an empty snapshot. After a resume, a snapshot replaces what the caller knew: drop
+    every sandbox that it does not contain."""
