@@ -301,11 +301,12 @@ pub struct DeleteArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait_timeout, conflicts_with = "no_wait")]
     pub timeout: Duration,
 
-    /// Time between the stop signal and the forced kill, in place of the sandbox's own.
-    #[arg(long, value_name = "DURATION", value_parser = parse_grace_period, conflicts_with = "force")]
+    /// Time between the stop signal and the forced kill, such as 30s, or 30 for seconds. It
+    /// replaces the sandbox's own, and can only shorten a deletion already under way.
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace_period)]
     pub grace_period: Option<Duration>,
 
-    /// Kill at once, with no grace period.
+    /// Kill at once, with no grace period. Takes --grace-period 0 too, as kubectl does.
     #[arg(long)]
     pub force: bool,
 
@@ -353,9 +354,17 @@ pub fn parse_wait_timeout(value: &str) -> Result<Duration, String> {
     duration::wait_timeout("timeout", Some(parsed)).map_err(|error| error.message)
 }
 
-/// Parses a grace period of at most 1h.
+/// Parses a grace period of at most 1h. A number without a unit is seconds, as in kubectl.
 pub fn parse_grace_period(value: &str) -> Result<Duration, String> {
-    let parsed = duration::parse(value)?;
+    let parsed = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => duration::parse(value).map_err(|_| {
+            format!(
+                "invalid grace period {value:?}: use whole seconds such as 30, or a duration \
+                 such as 500ms, 30s or 5m"
+            )
+        })?,
+    };
     duration::grace_period("grace period", parsed).map_err(|error| error.message)
 }
 

@@ -178,10 +178,29 @@ fn delete_targets_are_names_or_ids() {
 fn delete_conflicting_flags() {
     let no_wait = parse(&["delete", "web", "--no-wait", "--timeout", "5s"]).unwrap_err();
     assert_eq!(no_wait.kind(), ErrorKind::ArgumentConflict);
-    let force = parse(&["delete", "web", "--force", "--grace-period", "5s"]).unwrap_err();
-    assert_eq!(force.kind(), ErrorKind::ArgumentConflict);
     let grace = rejection(&["delete", "web", "--grace-period", "2h"]);
     assert!(grace.contains("grace period 2h is too long"), "{grace}");
+    let seconds = rejection(&["delete", "web", "--grace-period", "3601"]);
+    assert!(
+        seconds.contains("grace period 1h 1s is too long"),
+        "{seconds}"
+    );
+}
+
+#[test]
+fn grace_period_takes_bare_seconds() {
+    let Ok(Command::Delete(args)) = parse(&["delete", "web", "--grace-period", "30"]) else {
+        panic!("delete should parse");
+    };
+    assert_eq!(args.grace_period, Some(Duration::from_secs(30)));
+    let Ok(Command::Delete(args)) = parse(&["delete", "web", "--force", "--grace-period", "0"])
+    else {
+        panic!("kubectl's --force --grace-period 0 should parse");
+    };
+    assert!(args.force);
+    assert_eq!(args.grace_period, Some(Duration::ZERO));
+    let negative = rejection(&["delete", "web", "--grace-period=-1"]);
+    assert!(negative.contains("\"-1\""), "{negative}");
 }
 
 #[test]

@@ -66,6 +66,15 @@ type Rows = Arc<Mutex<Vec<Row>>>;
 
 /// Runs `sandgate delete`.
 pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
+    if args.force
+        && let Some(grace) = args.grace_period.filter(|grace| !grace.is_zero())
+    {
+        return Err(Failure::usage(format!(
+            "--force kills at once, so --grace-period {} contradicts it: drop one of them, or \
+             pass --grace-period 0",
+            duration::format(grace)
+        )));
+    }
     let deadline = Instant::now() + args.timeout;
     let mut connection = client::connect(&args.client.server).await?;
     let server = connection.server.clone();
@@ -111,7 +120,11 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
             target: Some(target.to_ref()),
             wait: false,
             timeout: None,
-            grace_period: args.grace_period.map(proto_duration),
+            // With force, a grace period can only be 0, which force implies.
+            grace_period: args
+                .grace_period
+                .filter(|_| !args.force)
+                .map(proto_duration),
             force: args.force,
             ignore_not_found: args.ignore_not_found,
         };

@@ -230,6 +230,29 @@ async fn delete_waits_by_id_after_requesting() {
 }
 
 #[tokio::test]
+async fn delete_force_with_grace_period_is_usage_error() {
+    let fake = Fake::default();
+    let server = start(fake.clone()).await;
+    let result = run_delete(&[
+        "delete",
+        "gone",
+        "--server",
+        &server,
+        "--force",
+        "--grace-period",
+        "5s",
+    ])
+    .await;
+    let failure = result.expect_err("force with a grace period of 5s is rejected");
+    assert_eq!(failure.code, crate::client::EXIT_USAGE);
+    assert!(failure.message.contains("--grace-period 5s"), "{failure}");
+    assert!(
+        fake.calls.lock().expect("calls lock").is_empty(),
+        "a call was sent"
+    );
+}
+
+#[tokio::test]
 async fn delete_retries_wait_after_unavailable() {
     let fake = Fake::default();
     let server = start(fake.clone()).await;
