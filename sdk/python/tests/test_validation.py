@@ -114,3 +114,39 @@ def test_unreachable_gateway_raises_gateway_unavailable() -> None:
             client.get("web")
     assert caught.value.target == NOWHERE
     assert NOWHERE in str(caught.value)
+
+
+def test_target_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDGATE_SERVER", "http://127.0.0.1:9/")
+    with sandgate.Client() as client:
+        assert client.target == "127.0.0.1:9"
+    monkeypatch.setenv("SANDGATE_SERVER", "")
+    with sandgate.Client() as client:
+        assert client.target == "127.0.0.1:7878"
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("127.0.0.1:9", "127.0.0.1:9"),
+        ("http://127.0.0.1:9", "127.0.0.1:9"),
+        ("http://[::1]:9/", "[::1]:9"),
+    ],
+)
+def test_target_takes_cli_urls(target: str, expected: str) -> None:
+    with sandgate.Client(target) as client:
+        assert client.target == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("", "HOST:PORT string"),
+        ("https://127.0.0.1:9", "plain HTTP/2"),
+        ("http://127.0.0.1:9/api", "no path"),
+        ("http://", "invalid target"),
+    ],
+)
+def test_target_rejects_unusable_values(target: str, message: str) -> None:
+    with pytest.raises(sandgate.InvalidArgument, match=message):
+        sandgate.Client(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,31 @@ from .models import DeleteOutcome, DeleteResult, Phase, Sandbox, WatchEvent, Wat
 
 DEFAULT_TARGET = "127.0.0.1:7878"
 DEFAULT_WORKSPACE = "default"
+SERVER_ENV = "SANDGATE_SERVER"
+
+
+def resolve_target(target: str | None) -> str:
+    """Return the HOST:PORT to dial for `target`.
+
+    None means $SANDGATE_SERVER when it is set and not empty, as for the CLI, and else
+    127.0.0.1:7878. An http:// URL, as the CLI takes, is reduced to its HOST:PORT.
+    """
+    if target is None:
+        target = os.environ.get(SERVER_ENV) or DEFAULT_TARGET
+    if not isinstance(target, str) or not target:
+        raise InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
+    if target.startswith("https://"):
+        raise InvalidArgument(
+            f"invalid target {target!r}: the gateway serves plain HTTP/2 on loopback, "
+            "so use HOST:PORT or an http:// URL"
+        )
+    address = target.removeprefix("http://").rstrip("/")
+    if not address or "/" in address:
+        raise InvalidArgument(
+            f"invalid target {target!r}: use HOST:PORT, such as 127.0.0.1:7878, or an "
+            "http:// URL with no path"
+        )
+    return address
 
 MIN_WAIT_TIMEOUT = 1.0
 MAX_WAIT_TIMEOUT = 3600.0

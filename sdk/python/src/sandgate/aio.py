@@ -15,7 +15,6 @@ import grpc.aio
 from . import _core, _requests
 from ._proto import sandgate_pb2 as pb
 from ._proto import sandgate_pb2_grpc as pb_grpc
-from .errors import InvalidArgument
 from .models import DeleteOutcome, DeleteResult, Phase, Sandbox, WatchEvent, WatchEventType
 
 logger = logging.getLogger("sandgate")
@@ -31,15 +30,16 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = _core.DEFAULT_TARGET,
+        target: str | None = None,
         workspace: str = _core.DEFAULT_WORKSPACE,
     ) -> None:
         """Open a channel to the gateway at `target` for sandboxes of `workspace`.
 
-        No call is made here: an unreachable gateway is reported by the first call.
+        `target` is HOST:PORT or an http:// URL. Without it, the client uses $SANDGATE_SERVER
+        when that is set, and else 127.0.0.1:7878. No call is made here: an unreachable gateway
+        is reported by the first call.
         """
-        if not isinstance(target, str) or not target:
-            raise InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
+        target = _core.resolve_target(target)
         self._target = target
         self._workspace = _core.check_dns_label("workspace", workspace)
         self._channel = grpc.aio.insecure_channel(target, options=_core.CHANNEL_OPTIONS)

@@ -13,7 +13,6 @@ import grpc
 from . import _core, _requests
 from ._proto import sandgate_pb2 as pb
 from ._proto import sandgate_pb2_grpc as pb_grpc
-from .errors import InvalidArgument
 from .models import DeleteOutcome, DeleteResult, Phase, Sandbox, WatchEvent, WatchEventType
 
 logger = logging.getLogger("sandgate")
@@ -22,21 +21,22 @@ logger = logging.getLogger("sandgate")
 class Client:
     """A blocking client of one sandgate gateway, for one workspace.
 
-    `target` is the gateway's HOST:PORT. The client opens one gRPC channel and is safe to share
-    between threads. Close it with `close()` or use it as a context manager.
+    `target` is the gateway's HOST:PORT or http:// URL. The client opens one gRPC channel and is
+    safe to share between threads. Close it with `close()` or use it as a context manager.
     """
 
     def __init__(
         self,
-        target: str = _core.DEFAULT_TARGET,
+        target: str | None = None,
         workspace: str = _core.DEFAULT_WORKSPACE,
     ) -> None:
         """Open a channel to the gateway at `target` for sandboxes of `workspace`.
 
-        No call is made here: an unreachable gateway is reported by the first call.
+        `target` is HOST:PORT or an http:// URL. Without it, the client uses $SANDGATE_SERVER
+        when that is set, and else 127.0.0.1:7878. No call is made here: an unreachable gateway
+        is reported by the first call.
         """
-        if not isinstance(target, str) or not target:
-            raise InvalidArgument(f"target must be a HOST:PORT string, not {target!r}")
+        target = _core.resolve_target(target)
         self._target = target
         self._workspace = _core.check_dns_label("workspace", workspace)
         self._channel = grpc.insecure_channel(target, options=_core.CHANNEL_OPTIONS)
