@@ -29,13 +29,19 @@ pub fn sandgate_binary() -> PathBuf {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("debug/sandgate")
+            // A release build of the tests, such as a benchmark, runs the release binary.
+            let profile = if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            };
+            target.join(profile).join("sandgate")
         }
     };
     assert!(
         path.exists(),
-        "sandgate binary {} not found: build it with `cargo build -p sandgate-cli`, or set \
-         SANDGATE_BIN",
+        "sandgate binary {} not found: build it with `cargo build -p sandgate-cli` (with \
+         --release for a release build of the tests), or set SANDGATE_BIN",
         path.display()
     );
     path
