@@ -53,6 +53,9 @@ fn create_list_get_delete_round_trip() {
     assert_eq!(array[0]["labels"]["team"], "ml");
     assert!(array[0]["createdAt"].as_str().unwrap().ends_with('Z'));
 
+    let names = gateway.cli(&["list", "-o", "name"]);
+    assert_eq!(stdout(&names), "sandbox/web\n");
+
     let none = gateway.cli(&["list", "-l", "team=other", "-o", "json"]);
     assert_eq!(stdout(&none).trim(), "[]");
 
@@ -69,6 +72,17 @@ fn create_list_get_delete_round_trip() {
         "{}",
         stderr(&missing)
     );
+
+    let removed = gateway.cli(&["get", "--id", &id]);
+    assert_eq!(removed.status.code(), Some(1));
+    assert!(
+        stderr(&removed).contains(&format!("sandbox with id {id} not found: it was \"web\"")),
+        "a get by the id of a removed sandbox says what it was: {}",
+        stderr(&removed)
+    );
+    let again = gateway.cli(&["delete", "--id", &id]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("deleted"), "{}", stdout(&again));
 }
 
 #[test]
@@ -163,6 +177,12 @@ fn no_wait_delete_is_accepted() {
             .success()
     );
     let output = gateway.cli(&["delete", "nw", "--no-wait"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("accepted"), "{}", stdout(&output));
+
+    let created = gateway.cli(&["create", "kw", "-o", "name", "--", "sleep", "1000"]);
+    assert_eq!(stdout(&created), "sandbox/kw\n");
+    let output = gateway.cli(&["delete", "kw", "--wait=false"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("accepted"), "{}", stdout(&output));
 }

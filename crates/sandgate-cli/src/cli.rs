@@ -149,6 +149,8 @@ pub enum OutputFormat {
     Table,
     /// The proto3 JSON mapping: one object, or an array for `list`.
     Json,
+    /// One `sandbox/NAME` line per sandbox, as kubectl's `-o name` prints.
+    Name,
 }
 
 /// Arguments of `sandgate create`.
@@ -297,6 +299,18 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub no_wait: bool,
 
+    /// Wait for the compute to be gone (the default). `--wait=false` is kubectl's form of
+    /// `--no-wait`.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        conflicts_with = "no_wait"
+    )]
+    pub wait: Option<bool>,
+
     /// How long to wait for every sandbox to be gone, from 1s to 1h.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait_timeout, conflicts_with = "no_wait")]
     pub timeout: Duration,
@@ -317,6 +331,13 @@ pub struct DeleteArgs {
     /// Gateway and workspace.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+impl DeleteArgs {
+    /// Returns whether the command returns once each deletion is recorded.
+    pub fn skips_wait(&self) -> bool {
+        self.no_wait || self.wait == Some(false)
+    }
 }
 
 /// Arguments of `sandgate watch`.

@@ -155,7 +155,27 @@ fn delete_defaults() {
     assert_eq!(args.names, ["a", "b"]);
     assert_eq!(args.timeout, Duration::from_secs(300));
     assert!(!args.no_wait);
+    assert!(!args.skips_wait());
     assert!(!args.force);
+}
+
+#[test]
+fn delete_wait_takes_kubectl_forms() {
+    let cases: [(&[&str], bool); 4] = [
+        (&["delete", "a", "--wait"], false),
+        (&["delete", "a", "--wait=true"], false),
+        (&["delete", "a", "--wait=false"], true),
+        (&["delete", "a", "--no-wait"], true),
+    ];
+    for (argv, skips) in cases {
+        let Ok(Command::Delete(args)) = parse(argv) else {
+            panic!("{argv:?} should parse");
+        };
+        assert_eq!(args.skips_wait(), skips, "{argv:?}");
+    }
+    let both = parse(&["delete", "a", "--wait=true", "--no-wait"]).unwrap_err();
+    assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    assert!(parse(&["delete", "a", "--wait=maybe"]).is_err());
 }
 
 #[test]

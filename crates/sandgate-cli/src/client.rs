@@ -196,6 +196,8 @@ pub fn describe(status: &Status, target: Option<&Target>, server: &str) -> Failu
     let message = server_message(status);
     match effective_code(status) {
         Code::NotFound => match target {
+            // For an id, the server's message tells whether it belonged to a removed sandbox.
+            Some(Target::Id(_)) if !status.message().trim().is_empty() => Failure::failed(message),
             Some(target) => Failure::failed(target.not_found()),
             None => Failure::failed(message),
         },

@@ -78,8 +78,10 @@ pub async fn create(args: CreateArgs) -> Result<(), Failure> {
         println!("sandbox {:?} created (id {})", created.name, created.id);
     }
     if !args.wait_ready {
-        if args.output == OutputFormat::Json {
-            print_json(&json::sandbox(&created));
+        match args.output {
+            OutputFormat::Table => {}
+            OutputFormat::Json => print_json(&json::sandbox(&created)),
+            OutputFormat::Name => println!("{}", output::resource_name(&created)),
         }
         return Ok(());
     }
@@ -88,6 +90,7 @@ pub async fn create(args: CreateArgs) -> Result<(), Failure> {
     match args.output {
         OutputFormat::Table => println!("sandbox {:?} is ready (id {})", ready.name, ready.id),
         OutputFormat::Json => print_json(&json::sandbox(&ready)),
+        OutputFormat::Name => println!("{}", output::resource_name(&ready)),
     }
     Ok(())
 }
@@ -224,6 +227,7 @@ pub async fn get(args: GetArgs) -> Result<(), Failure> {
     match args.output {
         OutputFormat::Table => print!("{}", output::get_table(&sandbox, SystemTime::now())),
         OutputFormat::Json => print_json(&json::sandbox(&sandbox)),
+        OutputFormat::Name => println!("{}", output::resource_name(&sandbox)),
     }
     Ok(())
 }
@@ -273,7 +277,7 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
         page_token: String::new(),
     };
     let sandboxes = list_all(&mut connection, request).await?;
-    if sandboxes.is_empty() && args.output == OutputFormat::Table {
+    if sandboxes.is_empty() && args.output != OutputFormat::Json {
         eprintln!(
             "{}",
             no_sandboxes_message(&args.client.workspace, args.all_workspaces)
@@ -286,6 +290,11 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
             output::list_table(&sandboxes, args.all_workspaces, SystemTime::now())
         ),
         OutputFormat::Json => print_json(&json::sandboxes(&sandboxes)),
+        OutputFormat::Name => {
+            for sandbox in &sandboxes {
+                println!("{}", output::resource_name(sandbox));
+            }
+        }
     }
     Ok(())
 }

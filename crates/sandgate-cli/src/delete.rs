@@ -140,7 +140,12 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
                 continue;
             }
             Err(status) => {
-                results[index] = Some(Err(describe(&status, Some(target), &server)));
+                let mut failure = describe(&status, Some(target), &server);
+                // A not-found message names the sandbox already, and the others may not.
+                if effective_code(&status) != Code::NotFound {
+                    failure.message = format!("sandbox {}: {}", target.label(), failure.message);
+                }
+                results[index] = Some(Err(failure));
                 continue;
             }
         };
@@ -150,7 +155,7 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         let line = match outcome {
             DeleteOutcome::Deleted => Ok(format!("sandbox {label} deleted (id {id})")),
             DeleteOutcome::AlreadyAbsent => Ok(format!("sandbox {label} not found (ignored)")),
-            DeleteOutcome::Accepted if args.no_wait => {
+            DeleteOutcome::Accepted if args.skips_wait() => {
                 Ok(format!("sandbox {label} deletion accepted (id {id})"))
             }
             DeleteOutcome::Accepted => {

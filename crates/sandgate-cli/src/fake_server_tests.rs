@@ -27,6 +27,8 @@ const GONE_ID: &str = "00000000-0000-4000-8000-000000000001";
 const STUCK_ID: &str = "00000000-0000-4000-8000-000000000002";
 const FLAKY_ID: &str = "00000000-0000-4000-8000-000000000003";
 const STUCK_REASON: &str = "process group still running after SIGTERM";
+const FULL_MESSAGE: &str =
+    "cannot record the deletion: database or disk is full; nothing was changed";
 
 /// Requests the fake server received, as short strings such as "delete web wait=false".
 #[derive(Clone, Default)]
@@ -111,6 +113,7 @@ impl SandboxService for Fake {
             "gone" => GONE_ID,
             "stuck" => STUCK_ID,
             "flaky" => FLAKY_ID,
+            "full" => return Err(Status::resource_exhausted(FULL_MESSAGE)),
             _ if request.ignore_not_found => {
                 return Ok(Response::new(DeleteSandboxResponse {
                     outcome: DeleteOutcome::AlreadyAbsent as i32,
@@ -321,6 +324,16 @@ async fn delete_mixed_results_fail_overall() {
         failure.message,
         "1 of 2 sandboxes are not confirmed deleted"
     );
+}
+
+#[tokio::test]
+async fn delete_failure_names_sandbox() {
+    let server = start(Fake::default()).await;
+    let failure = run_delete(&["delete", "full", "--server", &server])
+        .await
+        .unwrap_err();
+    assert_eq!(failure.code, EXIT_FAILED);
+    assert_eq!(failure.message, format!("sandbox \"full\": {FULL_MESSAGE}"));
 }
 
 #[tokio::test]

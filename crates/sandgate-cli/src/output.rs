@@ -104,6 +104,11 @@ pub fn get_table(sandbox: &Sandbox, now: SystemTime) -> String {
     table(&["NAME", "ID", "PHASE", "AGE", "REASON"], &[row])
 }
 
+/// Returns `sandbox/NAME`, the line that `-o name` prints for `sandbox`.
+pub fn resource_name(sandbox: &Sandbox) -> String {
+    format!("sandbox/{}", sandbox.name)
+}
+
 /// Renders one watch event as a line without its newline: time, event, name, phase, reason.
 ///
 /// The name is prefixed with its workspace and a '/' when `all_workspaces` is set. A SYNCED

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use sandgate_core::duration;
-use sandgate_core::{SandboxRecord, ValidationError};
+use sandgate_core::{SandboxRecord, Tombstone, ValidationError};
 use sandgate_driver::DriverError;
 use sandgate_store::StoreError;
 use tonic::{Code, Status};
@@ -19,6 +19,21 @@ pub enum ApiError {
     /// Nothing matches the target.
     #[error("{0} not found")]
     NotFound(String),
+    /// The id belongs to a sandbox whose removal was confirmed.
+    #[error(
+        "sandbox with id {id} not found: it was {name:?} in workspace {workspace:?}, deleted {ago} \
+         ago"
+    )]
+    Removed {
+        /// Id of the removed sandbox.
+        id: String,
+        /// Its workspace.
+        workspace: String,
+        /// Its name.
+        name: String,
+        /// Time since the removal was confirmed.
+        ago: String,
+    },
     /// The name is held by a live sandbox.
     #[error(
         "sandbox {name:?} already exists in workspace {workspace:?} (id {id}): delete it first, or \
@@ -98,6 +113,16 @@ impl ApiError {
         }
     }
 
+    /// Builds the error for a read of a removed sandbox's id.
+    pub fn removed(tombstone: &Tombstone) -> Self {
+        ApiError::Removed {
+            id: tombstone.id.to_string(),
+            workspace: tombstone.workspace.clone(),
+            name: tombstone.name.clone(),
+            ago: elapsed(tombstone.deleted_at),
+        }
+    }
+
     /// Builds the error for a name held by `holder`.
     pub fn name_taken(holder: &SandboxRecord) -> Self {
         match &holder.deletion {
@@ -140,7 +165,7 @@ impl From<ApiError> for Status {
         }
         match &error {
             ApiError::Invalid(_) => Status::invalid_argument(message),
-            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::NotFound(_) | ApiError::Removed { .. } => Status::not_found(message),
             ApiError::AlreadyExists { .. } => Status::already_exists(message),
             ApiError::StillDeleting { .. } => Status::failed_precondition(message),
             ApiError::Store { source, .. } => match source {

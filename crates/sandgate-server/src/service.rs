@@ -45,6 +45,18 @@ impl Service {
         }
     }
 
+    /// Builds the error for a target that resolves to no record. For the id of a removed sandbox
+    /// it names what the sandbox was, because a delete by that id reports it deleted.
+    fn not_found(&self, target: &Target) -> ApiError {
+        match target {
+            Target::Id(id) => match self.lifecycle.store().tombstone(id) {
+                Some(tombstone) => ApiError::removed(&tombstone),
+                None => ApiError::NotFound(target.describe()),
+            },
+            Target::Name { .. } => ApiError::NotFound(target.describe()),
+        }
+    }
+
     async fn delete(
         &self,
         request: pb::DeleteSandboxRequest,
@@ -241,7 +253,7 @@ impl SandboxService for Service {
         let target = convert::target("target", request.target.as_ref()).map_err(ApiError::from)?;
         let record = self
             .resolve(&target)
-            .ok_or_else(|| ApiError::NotFound(target.describe()))?;
+            .ok_or_else(|| self.not_found(&target))?;
         Ok(Response::new(convert::sandbox(&record)))
     }
 
