@@ -176,10 +176,11 @@ pub fn remove_cgroups(data_dir: &Path) {
 }
 
 /// Returns the cgroup under which the process driver puts the sandboxes of `data_dir`, one child
-/// per sandbox id, or `None` when no cgroup2 file system is mounted.
+/// per sandbox id, or `None` when no cgroup2 file system is mounted. The driver names it after a
+/// hash of the canonical path of `<data_dir>/sandboxes`.
 pub fn cgroup_base(data_dir: &Path) -> Option<std::path::PathBuf> {
     let mount = cgroup2_mount()?;
-    let canonical = data_dir.canonicalize().ok()?;
+    let canonical = data_dir.join("sandboxes").canonicalize().ok()?;
     Some(mount.join(format!(
         "sandgate-{}",
         fnv48(canonical.as_os_str().as_encoded_bytes())

@@ -627,6 +627,32 @@ async fn sigterm_answers_waiters_unavailable() {
         !processes::sandbox_processes(gateway.data_dir(), &sandbox.id).is_empty(),
         "sandboxes keep running after SIGTERM of the gateway"
     );
+    let base = processes::cgroup_base(gateway.data_dir()).expect("cgroup2 is mounted");
+    assert!(
+        base.join(&sandbox.id).is_dir(),
+        "a running sandbox keeps its cgroup after the gateway stops"
+    );
+}
+
+#[tokio::test]
+async fn stopped_gateway_leaves_no_empty_cgroup() {
+    let mut gateway = Gateway::start();
+    let mut client = gateway.client().await;
+    let sandbox = create(&mut client, "brief", &["sleep", "1000"], grace(1)).await;
+    client
+        .delete_sandbox(delete_request(by_id(&sandbox.id), true, LONG))
+        .await
+        .unwrap();
+    let base = processes::cgroup_base(gateway.data_dir()).expect("cgroup2 is mounted");
+    assert!(base.is_dir(), "the driver made {}", base.display());
+
+    let status = gateway.terminate(Duration::from_secs(20));
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    assert!(
+        !base.exists(),
+        "{} is left after the gateway stopped with no sandbox",
+        base.display()
+    );
 }
 
 #[tokio::test]

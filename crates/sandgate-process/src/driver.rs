@@ -221,11 +221,17 @@ impl ProcessDriver {
 }
 
 impl Drop for ProcessDriver {
-    /// Stops the watchers. The sandboxes and their supervisors keep running.
+    /// Stops the watchers, and removes the base cgroup when no sandbox cgroup is left in it.
+    /// The sandboxes and their supervisors keep running.
     fn drop(&mut self) {
         let watchers = std::mem::take(&mut *lock(&self.inner.watchers));
         for (_, watcher) in watchers {
             watcher.task.abort();
+        }
+        // The kernel refuses to remove a cgroup that has children, so a running sandbox keeps
+        // its base. A later create makes the base again.
+        if let Some(base) = &self.inner.cgroup_base {
+            let _ = fs::remove_dir(base);
         }
     }
 }
