@@ -308,3 +308,66 @@ fn empty_workspace_variable_means_default() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("here"), "{}", stdout(&output));
 }
+
+#[test]
+fn watch_json_prints_one_object_per_event() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let gateway = Gateway::start();
+    let created = gateway.cli(&["create", "seen", "--", "sleep", "1000"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut watch = Command::new(sandgate_binary())
+        .args(["watch", "seen", "-o", "json"])
+        .env("SANDGATE_SERVER", gateway.url())
+        .env_remove("SANDGATE_WORKSPACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .expect("the watch prints a SYNCED event before it ends")
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|error| {
+            panic!("each line is one JSON object ({error}): {line}");
+        });
+        let kind = event["type"].as_str().unwrap().to_string();
+        events.push(event);
+        if kind == "WATCH_EVENT_TYPE_SYNCED" {
+            break;
+        }
+    }
+    assert_eq!(events[0]["type"], "WATCH_EVENT_TYPE_ADDED");
+    assert_eq!(events[0]["sandbox"]["name"], "seen");
+    assert_eq!(events[0]["snapshot"], true);
+
+    let deleted = gateway.cli(&["delete", "seen"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let rest: Vec<serde_json::Value> = lines
+        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
+        .collect();
+    let last = rest.last().expect("events after the delete");
+    assert_eq!(last["type"], "WATCH_EVENT_TYPE_DELETED", "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|event| event["sandbox"]["phase"] == "SANDBOX_PHASE_DELETING"),
+        "the watch shows DELETING before DELETED: {rest:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch did not end within 20 s of its sandbox's DELETED event"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -153,6 +153,16 @@ pub enum OutputFormat {
     Name,
 }
 
+/// Output formats of `watch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum WatchFormat {
+    /// One line per event for people: time, event, name, phase and reason.
+    #[default]
+    Text,
+    /// One proto3 JSON object per line for each event, printed for a change of any field.
+    Json,
+}
+
 /// Arguments of `sandgate create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -358,6 +368,10 @@ pub struct WatchArgs {
     /// Start after this store revision instead of with a snapshot.
     #[arg(long, value_name = "N")]
     pub resume_revision: Option<u64>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: WatchFormat,
 
     /// Gateway and workspace.
     #[command(flatten)]

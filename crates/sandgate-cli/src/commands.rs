@@ -9,7 +9,9 @@ use sandgate_proto::v1::{
 };
 use tokio::time::Instant;
 
-use crate::cli::{CreateArgs, GetArgs, ListArgs, OutputFormat, WatchArgs, collect_pairs};
+use crate::cli::{
+    CreateArgs, GetArgs, ListArgs, OutputFormat, WatchArgs, WatchFormat, collect_pairs,
+};
 use crate::client::{
     self, EXIT_TIMED_OUT, EXIT_UNREACHABLE, Failure, Target, describe, is_unavailable,
 };
@@ -319,7 +321,10 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
         (None, None) => (None, None),
     };
     let mut resume_revision = args.resume_revision.unwrap_or(0);
-    let mut state = WatchState::default();
+    let mut state = match args.output {
+        WatchFormat::Text => WatchState::default(),
+        WatchFormat::Json => WatchState::every_change(),
+    };
     let mut outage_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(250);
 
@@ -342,12 +347,17 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
                             backoff = Duration::from_millis(250);
                             resume_revision = resume_revision.max(event.revision);
                             for event in state.apply(event) {
-                                let line = output::watch_line(
-                                    &timefmt::now_rfc3339(),
-                                    &event,
-                                    args.all_workspaces,
-                                );
-                                println!("{line}");
+                                match args.output {
+                                    WatchFormat::Text => println!(
+                                        "{}",
+                                        output::watch_line(
+                                            &timefmt::now_rfc3339(),
+                                            &event,
+                                            args.all_workspaces,
+                                        )
+                                    ),
+                                    WatchFormat::Json => println!("{}", json::watch_event(&event)),
+                                }
                                 if target.is_some()
                                     && event.r#type == WatchEventType::Deleted as i32
                                 {

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use sandgate_proto::v1::{DriverDetails, Sandbox, SandboxPhase, SandboxSpec};
+use sandgate_proto::v1::{
+    DriverDetails, Sandbox, SandboxPhase, SandboxSpec, WatchEvent, WatchEventType,
+};
 use serde_json::{Map, Value};
 
 use crate::timefmt;
@@ -58,6 +60,27 @@ pub fn sandbox(sandbox: &Sandbox) -> Value {
 /// Maps a list of sandboxes to a JSON array.
 pub fn sandboxes(sandboxes: &[Sandbox]) -> Value {
     Value::Array(sandboxes.iter().map(sandbox).collect())
+}
+
+/// Maps a watch event to its proto3 JSON object, such as
+/// `{"revision":"17","sandbox":{...},"type":"WATCH_EVENT_TYPE_MODIFIED"}`.
+pub fn watch_event(event: &WatchEvent) -> Value {
+    let mut object = Map::new();
+    let kind = match WatchEventType::try_from(event.r#type) {
+        Ok(known) => Value::String(known.as_str_name().to_string()),
+        Err(_) => Value::from(event.r#type),
+    };
+    object.insert("type".into(), kind);
+    if event.revision != 0 {
+        object.insert("revision".into(), Value::String(event.revision.to_string()));
+    }
+    if let Some(sandbox_value) = &event.sandbox {
+        object.insert("sandbox".into(), sandbox(sandbox_value));
+    }
+    if event.snapshot {
+        object.insert("snapshot".into(), Value::Bool(true));
+    }
+    Value::Object(object)
 }
 
 fn spec(spec: &SandboxSpec) -> Value {
@@ -215,5 +238,32 @@ mod tests {
         let value = sandboxes(&[full_sandbox(), Sandbox::default()]);
         assert_eq!(value.as_array().map(Vec::len), Some(2));
         assert_eq!(sandboxes(&[]), json!([]));
+    }
+
+    #[test]
+    fn watch_event_uses_proto3_names() {
+        let event = WatchEvent {
+            r#type: WatchEventType::Added as i32,
+            revision: 17,
+            sandbox: Some(Sandbox {
+                name: "web".into(),
+                ..Sandbox::default()
+            }),
+            snapshot: true,
+        };
+        assert_eq!(
+            watch_event(&event).to_string(),
+            r#"{"revision":"17","sandbox":{"name":"web"},"snapshot":true,"type":"WATCH_EVENT_TYPE_ADDED"}"#
+        );
+        let synced = WatchEvent {
+            r#type: WatchEventType::Synced as i32,
+            revision: 18,
+            sandbox: None,
+            snapshot: false,
+        };
+        assert_eq!(
+            watch_event(&synced).to_string(),
+            r#"{"revision":"18","type":"WATCH_EVENT_TYPE_SYNCED"}"#
+        );
     }
 }

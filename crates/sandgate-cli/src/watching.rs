@@ -17,9 +17,28 @@ pub struct WatchState {
     snapshot_ids: Option<HashSet<String>>,
     /// Whether a SYNCED event has arrived, after which a snapshot means a fresh start.
     synced_once: bool,
+    /// Whether a change of any field is printed, not only one that the line shows.
+    every_change: bool,
 }
 
 impl WatchState {
+    /// Returns the state of a watch that prints a change of any field, as `-o json` does.
+    pub fn every_change() -> Self {
+        Self {
+            every_change: true,
+            ..Self::default()
+        }
+    }
+
+    /// Returns whether printing `current` after `previous` would show nothing new.
+    fn unchanged(&self, previous: &Sandbox, current: &Sandbox) -> bool {
+        if self.every_change {
+            previous == current
+        } else {
+            shows_same(previous, current)
+        }
+    }
+
     /// Returns the events to print for `event`, in order: none, the event itself, or, for the
     /// SYNCED event that ends a fresh snapshot, DELETED events for what the snapshot lacks
     /// before it.
@@ -36,7 +55,7 @@ impl WatchState {
                 match previous {
                     _ if !self.synced_once => vec![event],
                     None => vec![event],
-                    Some(previous) if shows_same(&previous, &sandbox) => Vec::new(),
+                    Some(previous) if self.unchanged(&previous, &sandbox) => Vec::new(),
                     Some(_) => vec![WatchEvent {
                         r#type: WatchEventType::Modified as i32,
                         snapshot: false,
@@ -50,7 +69,7 @@ impl WatchState {
             }
             (WatchEventType::Modified, Some(sandbox)) => {
                 let previous = self.known.insert(sandbox.id.clone(), sandbox.clone());
-                if previous.is_some_and(|previous| shows_same(&previous, sandbox)) {
+                if previous.is_some_and(|previous| self.unchanged(&previous, sandbox)) {
                     Vec::new()
                 } else {
                     vec![event]
@@ -236,6 +255,18 @@ mod tests {
         same.labels.insert("team".into(), "ml".into());
         let modified = event(WatchEventType::Modified, Some(same), false);
         assert_eq!(printed(state.apply(modified)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_change_keeps_label_change() {
+        let mut state = WatchState::every_change();
+        start(&mut state);
+        let mut labelled = sandbox("a", SandboxPhase::Ready, "running");
+        labelled.labels.insert("team".into(), "ml".into());
+        let modified = event(WatchEventType::Modified, Some(labelled.clone()), false);
+        assert_eq!(printed(state.apply(modified)), ["MODIFIED a"]);
+        let again = event(WatchEventType::Modified, Some(labelled), false);
+        assert_eq!(printed(state.apply(again)), Vec::<String>::new());
     }
 
     #[test]
