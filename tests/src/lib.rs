@@ -6,7 +6,7 @@ pub mod cluster;
 pub mod figures;
 pub mod gateway;
 pub mod kube_gateway;
-pub mod kube_proxy;
 pub mod processes;
 pub mod scenarios;
 pub mod target;
+pub mod tcp_proxy;

@@ -163,6 +163,17 @@ fn delete_timeout_names_what_remains() {
         listed.contains("DELETING"),
         "the timeout ended the wait, not the deletion: {listed}"
     );
+
+    // The shortest timeout still waits for its whole second.
+    let started = std::time::Instant::now();
+    let output = gateway.cli(&["delete", "slow", "--timeout", "1s"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "a 1s wait returned after {:?}",
+        started.elapsed()
+    );
+
     let forced = gateway.cli(&["delete", "slow", "--force"]);
     assert!(forced.status.success(), "{}", stderr(&forced));
 }
@@ -311,63 +322,152 @@ fn empty_workspace_variable_means_default() {
 
 #[test]
 fn watch_json_prints_one_object_per_event() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let gateway = Gateway::start();
     let created = gateway.cli(&["create", "seen", "--", "sleep", "1000"]);
     assert!(created.status.success(), "{}", stderr(&created));
-    let mut watch = Command::new(sandgate_binary())
-        .args(["watch", "seen", "-o", "json"])
-        .env("SANDGATE_SERVER", gateway.url())
-        .env_remove("SANDGATE_WORKSPACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut events = Vec::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("the watch prints a SYNCED event before it ends")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|error| {
-            panic!("each line is one JSON object ({error}): {line}");
-        });
-        let kind = event["type"].as_str().unwrap().to_string();
-        events.push(event);
-        if kind == "WATCH_EVENT_TYPE_SYNCED" {
-            break;
-        }
-    }
-    assert_eq!(events[0]["type"], "WATCH_EVENT_TYPE_ADDED");
-    assert_eq!(events[0]["sandbox"]["name"], "seen");
-    assert_eq!(events[0]["snapshot"], true);
+    let (mut watch, events) = spawn_json_watch(&gateway.url(), &["seen"]);
+    let snapshot = events_until(&events, "WATCH_EVENT_TYPE_SYNCED", Duration::from_secs(20));
+    assert_eq!(snapshot[0]["type"], "WATCH_EVENT_TYPE_ADDED");
+    assert_eq!(snapshot[0]["sandbox"]["name"], "seen");
+    assert_eq!(snapshot[0]["snapshot"], true);
 
     let deleted = gateway.cli(&["delete", "seen"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
-    let rest: Vec<serde_json::Value> = lines
-        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
-        .collect();
-    let last = rest.last().expect("events after the delete");
-    assert_eq!(last["type"], "WATCH_EVENT_TYPE_DELETED", "{rest:?}");
+    let rest = events_until(&events, "WATCH_EVENT_TYPE_DELETED", Duration::from_secs(20));
     assert!(
         rest.iter()
             .any(|event| event["sandbox"]["phase"] == "SANDBOX_PHASE_DELETING"),
         "the watch shows DELETING before DELETED: {rest:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = watch.try_wait().unwrap() {
-            break status;
+    let status = exit_within(&mut watch, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "the watch ends with 0 after DELETED: {status}"
+    );
+}
+
+/// Runs `sandgate watch ARGS -o json` against `server`, and returns the child and a channel of
+/// its parsed stdout lines.
+fn spawn_json_watch(
+    server: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(sandgate_binary())
+        .arg("watch")
+        .args(args)
+        .args(["-o", "json"])
+        .env("SANDGATE_SERVER", server)
+        .env_remove("SANDGATE_WORKSPACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let event = serde_json::from_str(&line)
+                .unwrap_or_else(|error| panic!("each line is one JSON object ({error}): {line}"));
+            if sender.send(event).is_err() {
+                return;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the watch did not end within 20 s of its sandbox's DELETED event"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}");
+    });
+    (child, receiver)
+}
+
+/// Waits for `child` to exit, and fails the test if it runs for longer than `timeout`.
+fn exit_within(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the watch did not end within {timeout:?} of its sandbox's DELETED event");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Receives events until one of `kind` arrives, within `timeout`, and returns all of them.
+fn events_until(
+    receiver: &std::sync::mpsc::Receiver<serde_json::Value>,
+    kind: &str,
+    timeout: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut events = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(event) => {
+                let done = event["type"] == kind;
+                events.push(event);
+                if done {
+                    return events;
+                }
+            }
+            Err(error) => panic!("no {kind} event within {timeout:?} ({error}): got {events:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_by_name_follows_its_sandbox_across_reconnects() {
+    use std::time::Duration;
+
+    use sandgate_e2e::tcp_proxy::TcpProxy;
+
+    let gateway = Gateway::start();
+    let upstream = gateway.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = TcpProxy::start(upstream).await.unwrap();
+    let created = gateway.cli(&["create", "gen", "--", "sleep", "1000"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let first_id = id_of(&gateway, "gen");
+
+    let (mut watch, events) = spawn_json_watch(&format!("http://{}", proxy.address()), &["gen"]);
+    events_until(&events, "WATCH_EVENT_TYPE_SYNCED", Duration::from_secs(20));
+
+    // While the watch is cut off, the sandbox is removed and a new one takes its name.
+    proxy.cut();
+    let deleted = gateway.cli(&["delete", "gen"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let again = gateway.cli(&["create", "gen", "--", "sleep", "1000"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let second_id = id_of(&gateway, "gen");
+    proxy.restore();
+
+    let seen = events_until(&events, "WATCH_EVENT_TYPE_DELETED", Duration::from_secs(40));
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last["sandbox"]["id"], first_id,
+        "the DELETED event is the watched sandbox's: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|event| event["sandbox"]["id"] != second_id.as_str()),
+        "the watch never shows the new sandbox that took the name: {seen:?}"
+    );
+    let status =
+        tokio::task::spawn_blocking(move || exit_within(&mut watch, Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert!(
+        status.success(),
+        "the watch ends with 0 after DELETED: {status}"
+    );
 }

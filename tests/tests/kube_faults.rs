@@ -16,9 +16,9 @@ use sandgate_e2e::figures::Figures;
 use sandgate_e2e::kube_gateway::{
     assert_compute_gone, create, object_name, service_account_kubeconfig, start_gateway, wait_ready,
 };
-use sandgate_e2e::kube_proxy::TcpProxy;
 use sandgate_e2e::scenarios;
 use sandgate_e2e::target::{DriverKind, Target};
+use sandgate_e2e::tcp_proxy::TcpProxy;
 use sandgate_proto::v1 as pb;
 use tonic::Code;
 

@@ -214,7 +214,7 @@ pub struct CreateArgs {
 #[command(group(ArgGroup::new("target").required(true).args(["name", "id"])))]
 pub struct GetArgs {
     /// Name of the sandbox.
-    #[arg(value_parser = parse_name)]
+    #[arg(value_parser = parse_name_ref)]
     pub name: Option<String>,
 
     /// Id of the sandbox, in place of its name.
@@ -290,7 +290,7 @@ pub struct ListArgs {
 #[command(group(ArgGroup::new("targets").required(true).args(["names", "ids", "selector", "all"])))]
 pub struct DeleteArgs {
     /// Names of the sandboxes.
-    #[arg(value_name = "NAME", value_parser = parse_name, conflicts_with_all = ["ids", "selector", "all"])]
+    #[arg(value_name = "NAME", value_parser = parse_name_ref, conflicts_with_all = ["ids", "selector", "all"])]
     pub names: Vec<String>,
 
     /// Id of a sandbox to delete, in place of names. Repeat for more ids.
@@ -317,6 +317,7 @@ pub struct DeleteArgs {
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
+        value_parser = parse_bool,
         conflicts_with = "no_wait"
     )]
     pub wait: Option<bool>,
@@ -354,7 +355,7 @@ impl DeleteArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Watch only the sandbox with this name. The command ends after its deletion.
-    #[arg(value_parser = parse_name, conflicts_with_all = ["id", "all_workspaces"])]
+    #[arg(value_parser = parse_name_ref, conflicts_with_all = ["id", "all_workspaces"])]
     pub name: Option<String>,
 
     /// Watch only the sandbox with this id. The command ends after its deletion.
@@ -470,6 +471,22 @@ pub fn parse_instance(value: &str) -> Result<String, String> {
 pub fn parse_name(value: &str) -> Result<String, String> {
     validate::name("name", value).map_err(|error| error.message)?;
     Ok(value.to_string())
+}
+
+/// Parses the name of an existing sandbox, which may carry the `sandbox/` prefix that `-o name`
+/// prints, as kubectl takes `TYPE/NAME`.
+pub fn parse_name_ref(value: &str) -> Result<String, String> {
+    parse_name(value.strip_prefix("sandbox/").unwrap_or(value))
+}
+
+/// Parses a boolean in the forms kubectl takes: 1, t, T, TRUE, true, True, and their false
+/// counterparts 0, f, F, FALSE, false, False.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {value:?}: use true or false")),
+    }
 }
 
 /// Parses a sandbox id, a UUID, and returns it in its hyphenated form.

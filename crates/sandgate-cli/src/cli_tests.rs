@@ -161,10 +161,12 @@ fn delete_defaults() {
 
 #[test]
 fn delete_wait_takes_kubectl_forms() {
-    let cases: [(&[&str], bool); 4] = [
+    let cases: [(&[&str], bool); 6] = [
         (&["delete", "a", "--wait"], false),
         (&["delete", "a", "--wait=true"], false),
         (&["delete", "a", "--wait=false"], true),
+        (&["delete", "a", "--wait=0"], true),
+        (&["delete", "a", "--wait=False"], true),
         (&["delete", "a", "--no-wait"], true),
     ];
     for (argv, skips) in cases {
@@ -175,7 +177,23 @@ fn delete_wait_takes_kubectl_forms() {
     }
     let both = parse(&["delete", "a", "--wait=true", "--no-wait"]).unwrap_err();
     assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
-    assert!(parse(&["delete", "a", "--wait=maybe"]).is_err());
+    let maybe = rejection(&["delete", "a", "--wait=maybe"]);
+    assert!(maybe.contains("invalid boolean \"maybe\""), "{maybe}");
+}
+
+#[test]
+fn names_take_the_sandbox_prefix() {
+    let Ok(Command::Delete(args)) = parse(&["delete", "sandbox/a", "b"]) else {
+        panic!("delete sandbox/a should parse");
+    };
+    assert_eq!(args.names, ["a", "b"]);
+    let Ok(Command::Get(args)) = parse(&["get", "sandbox/web"]) else {
+        panic!("get sandbox/web should parse");
+    };
+    assert_eq!(args.name.as_deref(), Some("web"));
+    let other = rejection(&["get", "pod/web"]);
+    assert!(other.contains("\"pod/web\""), "{other}");
+    assert!(parse(&["create", "sandbox/web", "--", "true"]).is_err());
 }
 
 #[test]

@@ -76,14 +76,16 @@ pub async fn create(args: CreateArgs) -> Result<(), Failure> {
         .await
         .map_err(|status| describe(&status, Some(&target), &connection.server))?
         .into_inner();
-    if args.output == OutputFormat::Table {
-        println!("sandbox {:?} created (id {})", created.name, created.id);
+    // The created line and the name come at once, so that a failed wait still leaves on stdout
+    // the name of the sandbox that exists.
+    match args.output {
+        OutputFormat::Table => println!("sandbox {:?} created (id {})", created.name, created.id),
+        OutputFormat::Name => println!("{}", output::resource_name(&created)),
+        OutputFormat::Json => {}
     }
     if !args.wait_ready {
-        match args.output {
-            OutputFormat::Table => {}
-            OutputFormat::Json => print_json(&json::sandbox(&created)),
-            OutputFormat::Name => println!("{}", output::resource_name(&created)),
+        if args.output == OutputFormat::Json {
+            print_json(&json::sandbox(&created));
         }
         return Ok(());
     }
@@ -92,7 +94,7 @@ pub async fn create(args: CreateArgs) -> Result<(), Failure> {
     match args.output {
         OutputFormat::Table => println!("sandbox {:?} is ready (id {})", ready.name, ready.id),
         OutputFormat::Json => print_json(&json::sandbox(&ready)),
-        OutputFormat::Name => println!("{}", output::resource_name(&ready)),
+        OutputFormat::Name => {}
     }
     Ok(())
 }
@@ -306,7 +308,7 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
 pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
     let mut connection = client::connect(&args.client.server).await?;
     let server = connection.server.clone();
-    let (target, described) = match (&args.id, &args.name) {
+    let (mut target, described) = match (&args.id, &args.name) {
         (Some(id), _) => (
             Some(watch_sandboxes_request::Target::Id(id.clone())),
             Some(Target::Id(id.clone())),
@@ -320,6 +322,9 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
         ),
         (None, None) => (None, None),
     };
+    // A watch by name follows the sandbox that had the name when it started: it reconnects by
+    // that sandbox's id, which reports its removal even after the record is gone, and ignores a
+    // new sandbox that took the name meanwhile.
     let mut resume_revision = args.resume_revision.unwrap_or(0);
     let mut state = match args.output {
         WatchFormat::Text => WatchState::default(),
@@ -346,6 +351,12 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
                             outage_since = None;
                             backoff = Duration::from_millis(250);
                             resume_revision = resume_revision.max(event.revision);
+                            if let (Some(watch_sandboxes_request::Target::Name(_)), Some(sandbox)) =
+                                (&target, &event.sandbox)
+                            {
+                                target =
+                                    Some(watch_sandboxes_request::Target::Id(sandbox.id.clone()));
+                            }
                             for event in state.apply(event) {
                                 match args.output {
                                     WatchFormat::Text => println!(

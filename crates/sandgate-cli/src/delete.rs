@@ -79,7 +79,8 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     let mut connection = client::connect(&args.client.server).await?;
     let server = connection.server.clone();
 
-    let targets: Vec<Target> = if args.selector.is_some() || args.all {
+    // Each target with the label its failure lines start with: the name whenever it is known.
+    let targets: Vec<(Target, String)> = if args.selector.is_some() || args.all {
         // Matching sandboxes are addressed by id, so that a sandbox created under a matching
         // name after the list is not deleted by accident.
         let request = ListSandboxesRequest {
@@ -97,25 +98,32 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         }
         matching
             .into_iter()
-            .map(|sandbox| Target::Id(sandbox.id))
+            .map(|sandbox| (Target::Id(sandbox.id), format!("{:?}", sandbox.name)))
             .collect()
     } else if args.ids.is_empty() {
         args.names
             .iter()
-            .map(|name| Target::Name {
-                workspace: args.client.workspace.clone(),
-                name: name.clone(),
+            .map(|name| {
+                let target = Target::Name {
+                    workspace: args.client.workspace.clone(),
+                    name: name.clone(),
+                };
+                let label = target.label();
+                (target, label)
             })
             .collect()
     } else {
-        args.ids.iter().cloned().map(Target::Id).collect()
+        args.ids
+            .iter()
+            .map(|id| (Target::Id(id.clone()), id.clone()))
+            .collect()
     };
 
     let mut results: Vec<Option<Result<String, Failure>>> = vec![None; targets.len()];
     let mut pending = Vec::new();
     let rows: Rows = Arc::default();
 
-    for (index, target) in targets.iter().enumerate() {
+    for (index, (target, known_label)) in targets.iter().enumerate() {
         let request = DeleteSandboxRequest {
             target: Some(target.to_ref()),
             wait: false,
@@ -133,17 +141,14 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         let response = match connection.rpc.delete_sandbox(rpc_request).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == Code::NotFound && args.ignore_not_found => {
-                results[index] = Some(Ok(format!(
-                    "sandbox {} not found (ignored)",
-                    target.label()
-                )));
+                results[index] = Some(Ok(format!("sandbox {known_label} not found (ignored)")));
                 continue;
             }
             Err(status) => {
                 let mut failure = describe(&status, Some(target), &server);
                 // A not-found message names the sandbox already, and the others may not.
                 if effective_code(&status) != Code::NotFound {
-                    failure.message = format!("sandbox {}: {}", target.label(), failure.message);
+                    failure.message = format!("sandbox {known_label}: {}", failure.message);
                 }
                 results[index] = Some(Err(failure));
                 continue;
@@ -331,17 +336,20 @@ async fn wait_deleted(
 
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining < MIN_WAIT {
+        if remaining.is_zero() {
             finish("still present");
             return Err(
                 still_present(label, timeout, &last_row(), SystemTime::now()).continues(id),
             );
         }
+        // The gateway takes no wait shorter than MIN_WAIT, so a wait with less left than that
+        // can end up to MIN_WAIT after the deadline.
+        let wait = remaining.max(MIN_WAIT);
         let mut request = tonic::Request::new(WaitSandboxDeletedRequest {
             id: id.clone(),
-            timeout: Some(proto_duration(remaining)),
+            timeout: Some(proto_duration(wait)),
         });
-        request.set_timeout(remaining + RPC_DEADLINE_MARGIN);
+        request.set_timeout(wait + RPC_DEADLINE_MARGIN);
         let attempt_started = Instant::now();
         let status = match rpc.wait_sandbox_deleted(request).await {
             Ok(response) => {

@@ -83,6 +83,13 @@ impl SandboxService for Fake {
     ) -> Result<Response<ListSandboxesResponse>, Status> {
         let request = request.into_inner();
         self.record(format!("list token={:?}", request.page_token));
+        if !request.label_selector.is_empty() {
+            return Ok(Response::new(ListSandboxesResponse {
+                sandboxes: vec![sandbox(FLAKY_ID, "picked")],
+                next_page_token: String::new(),
+                revision: 1,
+            }));
+        }
         let (name, next_page_token) = if request.page_token.is_empty() {
             ("first", "page-2")
         } else {
@@ -102,6 +109,10 @@ impl SandboxService for Fake {
         let request = request.into_inner();
         let name = match request.target.and_then(|target| target.target) {
             Some(sandbox_ref::Target::Name(name)) => name,
+            // Deletions by id, as a selector makes them, find the store full.
+            Some(sandbox_ref::Target::Id(_)) => {
+                return Err(Status::resource_exhausted(FULL_MESSAGE));
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
                     "unexpected target {other:?}"
@@ -334,6 +345,19 @@ async fn delete_failure_names_sandbox() {
         .unwrap_err();
     assert_eq!(failure.code, EXIT_FAILED);
     assert_eq!(failure.message, format!("sandbox \"full\": {FULL_MESSAGE}"));
+}
+
+#[tokio::test]
+async fn selector_delete_failure_names_sandbox() {
+    let server = start(Fake::default()).await;
+    let failure = run_delete(&["delete", "-l", "team=ml", "--server", &server])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failure.message,
+        format!("sandbox \"picked\": {FULL_MESSAGE}"),
+        "a sandbox found by the selector is named, not only its id"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! A loopback TCP proxy between a gateway and kube-apiserver, so that a test can cut the
-//! gateway's connection: [`TcpProxy::cut`] resets every open connection and refuses new ones
-//! until [`TcpProxy::restore`]. TLS passes through unchanged, so the gateway still verifies the
+//! A loopback TCP proxy that a test puts in front of kube-apiserver or a gateway, so that it can
+//! cut the connection: [`TcpProxy::cut`] resets every open connection and refuses new ones
+//! until [`TcpProxy::restore`]. TLS passes through unchanged, so a gateway still verifies the
 //! API server's certificate for 127.0.0.1.
 
 use std::net::SocketAddr;
@@ -46,6 +46,11 @@ impl TcpProxy {
             accepted,
             accept_task,
         })
+    }
+
+    /// Returns the address the proxy listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// Returns the URL a kubeconfig uses to reach the API server through the proxy.
