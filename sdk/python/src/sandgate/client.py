@@ -325,9 +325,11 @@ class Client:
         SYNCED event, then sends ADDED, MODIFIED and DELETED as changes happen. To resume after
         a lost connection, pass the revision of the last event seen as `resume_revision`: the
         gateway replays the events after it, or sends a fresh snapshot if it no longer has them.
-        With `name` or `id` the stream ends after that sandbox's DELETED event. `timeout` ends
-        the stream after that many seconds (None: never) by raising SandgateError with code
-        DEADLINE_EXCEEDED. Break out of the loop, or call `close()` on the iterator, to stop.
+        With `name` or `id` the stream ends after that sandbox's DELETED event. To resume a
+        watch of one sandbox, pass the `id` of its events rather than the name: a name may belong
+        to a new sandbox by then, while an id of a removed sandbox yields its DELETED event.
+        `timeout` ends the stream after that many seconds (None: never) by raising
+        SandgateError with code DEADLINE_EXCEEDED. Break out of the loop, or call `close()` on the iterator, to stop.
         """
         request = _requests.watch_request(
             self._workspace, name, id, all_workspaces, resume_revision, timeout
