@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -155,6 +154,22 @@ impl ProcessDriver {
         fs::create_dir_all(&work_root).map_err(|error| {
             DriverError::Permanent(format!("failed to create {}: {error}", work_root.display()))
         })?;
+
+        for parent in [&canonical, &work_root] {
+            match files::remove_leftovers(parent) {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(
+                    dir = %parent.display(),
+                    count,
+                    "removed directories that an interrupted removal left behind"
+                ),
+                Err(error) => tracing::warn!(
+                    dir = %parent.display(),
+                    %error,
+                    "failed to remove directories that an interrupted removal left behind"
+                ),
+            }
+        }
 
         let cgroup_base = match config.cgroup {
             CgroupMode::Off => {
@@ -462,11 +477,11 @@ impl Inner {
             tracing::warn!(sandbox_id = %id, cgroup = %path.display(), %error, "failed to remove sandbox cgroup");
         }
         if snapshot.control.is_some() {
-            // `remove_dir_all` removes symbolic links and does not follow them.
+            // A directory removed in place could be read half removed after a crash, and then
+            // pass for a sandbox whose supervisor has not started yet.
             for path in [self.dir(id).path, self.work_dir(id)] {
-                match fs::remove_dir_all(&path) {
+                match files::remove_dir_whole(&path) {
                     Ok(()) => {}
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                     Err(error) => tracing::warn!(
                         sandbox_id = %id,
                         dir = %path.display(),

@@ -287,6 +287,56 @@ pub fn open_append_nofollow(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
+/// Prefix of the name a directory gets while [`remove_dir_whole`] removes it. No sandbox id
+/// starts with it, so a reader of the sandboxes directory never takes it for a sandbox.
+pub const REMOVING_PREFIX: &str = ".removing-";
+
+/// Removes directory `path` and everything in it, such that no reader sees it half removed:
+/// it is renamed to `.removing-<name>` first, then removed. A process killed in between
+/// leaves only the renamed directory, which [`remove_leftovers`] removes. A missing `path`
+/// counts as removed. Symbolic links are removed, not followed.
+pub fn remove_dir_whole(path: &Path) -> io::Result<()> {
+    let Some(name) = path.file_name() else {
+        return fs::remove_dir_all(path);
+    };
+    let mut removing = std::ffi::OsString::from(REMOVING_PREFIX);
+    removing.push(name);
+    let removing = path.with_file_name(removing);
+    remove_if_present(&removing)?;
+    match fs::rename(path, &removing) {
+        Ok(()) => remove_if_present(&removing),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes what interrupted runs of [`remove_dir_whole`] left in directory `parent`, and
+/// returns how many directories it removed.
+pub fn remove_leftovers(parent: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(parent)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(REMOVING_PREFIX))
+        {
+            remove_if_present(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +388,38 @@ mod tests {
         };
         write_json(&sandbox.file(STARTED_FILE), &failed).unwrap();
         assert_eq!(sandbox.read_started().unwrap(), Some(failed));
+    }
+
+    #[test]
+    fn remove_dir_whole_leaves_no_part() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join(SPEC_FILE), b"{}").unwrap();
+        // An earlier removal of the same directory was interrupted after its rename.
+        let stale = parent
+            .path()
+            .join(".removing-3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join(HANDLE_FILE), b"{}").unwrap();
+
+        remove_dir_whole(&dir).unwrap();
+        assert!(!dir.exists());
+        assert!(!stale.exists());
+        remove_dir_whole(&dir).unwrap();
+    }
+
+    #[test]
+    fn remove_leftovers_keeps_sandboxes() {
+        let parent = tempfile::tempdir().unwrap();
+        let kept = parent.path().join("3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14");
+        fs::create_dir(&kept).unwrap();
+        let stale = parent.path().join(".removing-0c5d2e9b");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join(CONTROL_FILE), b"{}").unwrap();
+
+        assert_eq!(remove_leftovers(parent.path()).unwrap(), 1);
+        assert!(kept.exists());
+        assert!(!stale.exists());
     }
 }

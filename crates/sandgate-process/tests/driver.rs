@@ -1135,3 +1135,26 @@ async fn killed_supervisor_is_reported_as_error() {
     assert!(!is_running(command), "command {command} runs after Gone");
     assert!(!cgroup.exists(), "sandbox cgroup remains after Gone");
 }
+
+#[tokio::test]
+async fn interrupted_removal_leaves_nothing_listed() {
+    let mut harness = Harness::new(CgroupMode::Off).await;
+    let removed = harness.create(&["sleep", "1000"], GRACE).await;
+    harness.wait_ready(&removed).await;
+    harness.delete(&removed, Duration::from_secs(2), true).await;
+    harness.wait_gone(&removed).await;
+
+    // A removal killed after its rename leaves this, with part of the state files.
+    let sandboxes = harness.data_dir.path().join("sandboxes");
+    let leftover = sandboxes.join(format!(".removing-{}", removed.id));
+    fs::create_dir(&leftover).unwrap();
+    fs::write(leftover.join("started.json"), "{}").unwrap();
+    harness.restart(Vec::new()).await;
+
+    assert!(
+        !leftover.exists(),
+        "a restart removes what an interrupted removal left"
+    );
+    let listed = harness.driver().list().await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
