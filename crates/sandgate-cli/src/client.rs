@@ -182,6 +182,15 @@ pub fn is_unavailable(status: &Status) -> bool {
     }
 }
 
+/// Returns why a connection was lost: the transport's innermost cause, such as "connection
+/// refused", when the status carries one, else the status's message.
+pub fn lost_cause(status: &Status) -> String {
+    match StdError::source(status) {
+        Some(source) => root_cause(source),
+        None => server_message(status),
+    }
+}
+
 /// Returns the code to act on: UNAVAILABLE for a lost connection, else the status's own.
 pub fn effective_code(status: &Status) -> Code {
     if is_unavailable(status) {

@@ -400,14 +400,14 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
                 message: format!(
                     "lost connection to sandgate at {server} and it did not come back within {}: {}",
                     duration::format(RECONNECT_WINDOW),
-                    client::server_message(&lost)
+                    client::lost_cause(&lost)
                 ),
             });
         }
         if first_failure {
             eprintln!(
                 "warning: lost connection to sandgate at {server} ({}); reconnecting for up to {}",
-                client::server_message(&lost),
+                client::lost_cause(&lost),
                 duration::format(RECONNECT_WINDOW)
             );
         }
