@@ -205,7 +205,7 @@ pub fn describe(status: &Status, target: Option<&Target>, server: &str) -> Failu
     let message = server_message(status);
     match effective_code(status) {
         Code::NotFound => match target {
-            // For an id, the server's message tells whether it belonged to a removed sandbox.
+            // For an id, the server's message names the removed sandbox that held it, if any.
             Some(Target::Id(_)) if !status.message().trim().is_empty() => Failure::failed(message),
             Some(target) => Failure::failed(target.not_found()),
             None => Failure::failed(message),
