@@ -322,9 +322,9 @@ pub struct DeleteArgs {
     )]
     pub wait: Option<bool>,
 
-    /// How long to wait for every sandbox to be gone, from 1s to 1h.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_wait_timeout, conflicts_with = "no_wait")]
-    pub timeout: Duration,
+    /// How long to wait for every sandbox to be gone, from 1s to 1h [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait_timeout, conflicts_with = "no_wait")]
+    pub timeout: Option<Duration>,
 
     /// Time between the stop signal and the forced kill, such as 30s, or 30 for seconds. It
     /// replaces the sandbox's own, and can only shorten a deletion already under way.
@@ -344,10 +344,18 @@ pub struct DeleteArgs {
     pub client: ClientArgs,
 }
 
+/// How long `delete` waits without `--timeout`.
+pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl DeleteArgs {
     /// Returns whether the command returns once each deletion is recorded.
     pub fn skips_wait(&self) -> bool {
         self.no_wait || self.wait == Some(false)
+    }
+
+    /// Returns how long the command waits for every sandbox to be gone.
+    pub fn wait_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_DELETE_TIMEOUT)
     }
 }
 

@@ -153,7 +153,8 @@ fn delete_defaults() {
         panic!("delete should parse");
     };
     assert_eq!(args.names, ["a", "b"]);
-    assert_eq!(args.timeout, Duration::from_secs(300));
+    assert_eq!(args.timeout, None);
+    assert_eq!(args.wait_timeout(), Duration::from_secs(300));
     assert!(!args.no_wait);
     assert!(!args.skips_wait());
     assert!(!args.force);

@@ -75,7 +75,17 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
             duration::format(grace)
         )));
     }
-    let deadline = Instant::now() + args.timeout;
+    if args.wait == Some(false)
+        && let Some(timeout) = args.timeout
+    {
+        return Err(Failure::usage(format!(
+            "--timeout {} has no effect with --wait=false, which returns once each deletion is \
+             recorded: drop one of them",
+            duration::format(timeout)
+        )));
+    }
+    let timeout = args.wait_timeout();
+    let deadline = Instant::now() + timeout;
     let mut connection = client::connect(&args.client.server).await?;
     let server = connection.server.clone();
 
@@ -185,7 +195,7 @@ pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
                 row,
                 rows.clone(),
                 deadline,
-                args.timeout,
+                timeout,
                 &server,
             )
         });

@@ -361,6 +361,29 @@ async fn selector_delete_failure_names_sandbox() {
 }
 
 #[tokio::test]
+async fn wait_false_with_timeout_is_usage_error() {
+    let failure = run_delete(&[
+        "delete",
+        "stuck",
+        "--wait=false",
+        "--timeout",
+        "5s",
+        "--server",
+        "http://127.0.0.1:9",
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(failure.code, crate::client::EXIT_USAGE);
+    assert!(
+        failure
+            .message
+            .contains("--timeout 5s has no effect with --wait=false"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
 async fn delete_no_wait_skips_waiting() {
     let fake = Fake::default();
     let server = start(fake.clone()).await;
