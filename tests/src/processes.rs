@@ -170,8 +170,18 @@ pub fn kill_sandboxes(data_dir: &Path) {
 /// Removes the cgroups the process driver made for `data_dir`, deepest first. A cgroup that still
 /// contains a process is left in place.
 pub fn remove_cgroups(data_dir: &Path) {
-    if let Some(base) = cgroup_base(data_dir) {
+    let Some(base) = cgroup_base(data_dir) else {
+        return;
+    };
+    // A process killed a moment ago keeps its cgroup busy until it has exited, so the removal
+    // is tried again for up to 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
         remove_tree(&base);
+        if !base.exists() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

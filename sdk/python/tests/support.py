@@ -250,8 +250,31 @@ class Gateway:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if not any(handle.processes() for handle in self._handles.values()):
-                return
+                break
             time.sleep(0.05)
+        self.remove_cgroups()
+
+    def remove_cgroups(self) -> None:
+        """Remove the cgroups of the sandboxes seen, deepest first, and their base once empty.
+
+        A process killed a moment ago keeps its cgroup busy until it has exited, so the removal
+        is tried again for up to 5 s.
+        """
+        cgroups = [Path(handle.cgroup) for handle in self._handles.values() if handle.cgroup]
+        bases = {cgroup.parent for cgroup in cgroups}
+        deadline = time.monotonic() + 5
+        while True:
+            for path in [
+                *(cgroup / leaf for cgroup in cgroups for leaf in ("payload", "supervisor")),
+                *cgroups,
+                *bases,
+            ]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            left = [path for path in [*cgroups, *bases] if path.exists()]
+            if not left or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the last lines of the gateway's log."""
