@@ -339,6 +339,17 @@ def test_wait_survives_gateway_restart(client: sandgate.Client, gateway: Gateway
     assert_all_gone(processes)
 
 
+def test_watch_timeout_ends_with_its_own_error(client: sandgate.Client) -> None:
+    started = time.monotonic()
+    events = client.watch(timeout=1)
+    assert next(events).type == WatchEventType.SYNCED
+    with pytest.raises(sandgate.SandgateError) as raised:
+        next(events)
+    assert time.monotonic() - started >= 1
+    assert raised.value.code == "DEADLINE_EXCEEDED"
+    assert "the watch ended after its timeout of 1 s" in raised.value.message
+
+
 def test_watch_yields_events_and_resumes(client: sandgate.Client) -> None:
     # READY before the watch starts, so that no later change of it enters the stream.
     existing = client.create("existing", SLEEP, wait_ready=True)

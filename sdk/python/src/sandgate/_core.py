@@ -399,6 +399,15 @@ def is_unavailable(error: grpc.RpcError) -> bool:
     return bool(_status_code(error) == grpc.StatusCode.UNAVAILABLE)
 
 
+def watch_timed_out(timeout: float) -> SandgateError:
+    """Return the error that ends a watch whose own `timeout` ran out."""
+    return SandgateError(
+        f"the watch ended after its timeout of {timeout:g} s; to go on, watch again with "
+        "resume_revision set to the revision of the last event",
+        code="DEADLINE_EXCEEDED",
+    )
+
+
 def is_deadline_exceeded(error: grpc.RpcError) -> bool:
     """Tell whether a call ended with DEADLINE_EXCEEDED."""
     return bool(_status_code(error) == grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -298,6 +298,8 @@ class AsyncClient:
                 if event is not None:
                     yield event
         except grpc.RpcError as error:
+            if timeout is not None and _core.is_deadline_exceeded(error):
+                raise _core.watch_timed_out(timeout) from None
             raise _core.map_error(error, self._target) from None
         finally:
             stream.cancel()
