@@ -714,6 +714,10 @@ async fn watch_streams_lifecycle_events() {
         }
         kinds.push(event.r#type);
         if event.r#type == pb::WatchEventType::Deleted as i32 {
+            assert_eq!(
+                target.phase_reason, "removal confirmed",
+                "a live DELETED event reads as one from a tombstone"
+            );
             break;
         }
     }
@@ -732,6 +736,7 @@ async fn watch_streams_lifecycle_events() {
         .into_inner();
     let event = api::next_event(&mut tombstoned).await.expect("DELETED");
     assert_eq!(event.r#type, pb::WatchEventType::Deleted as i32);
+    assert_eq!(event.sandbox.unwrap().phase_reason, "removal confirmed");
     assert!(
         api::next_event(&mut tombstoned).await.is_none(),
         "the stream ends"

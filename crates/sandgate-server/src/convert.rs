@@ -151,7 +151,8 @@ pub fn new_record(
     ))
 }
 
-fn timestamp(time: SystemTime) -> Option<prost_types::Timestamp> {
+/// Converts a time to its protobuf form.
+pub fn timestamp(time: SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(time))
 }
 

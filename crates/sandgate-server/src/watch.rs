@@ -165,10 +165,19 @@ impl Producer {
                 EventKind::Modified => pb::WatchEventType::Modified,
                 EventKind::Deleted => pb::WatchEventType::Deleted,
             };
+            let mut sandbox = convert::sandbox(&event.record);
+            if event.kind == EventKind::Deleted {
+                // The same reason as a DELETED event built from the tombstone, so that a reader
+                // does not take the last DELETING reason for something still awaited.
+                sandbox.phase_reason = convert::REMOVED_REASON.to_string();
+                if let Some(tombstone) = self.lifecycle.store().tombstone(&event.record.id) {
+                    sandbox.reason_since = convert::timestamp(tombstone.deleted_at);
+                }
+            }
             self.send(pb::WatchEvent {
                 r#type: kind as i32,
                 revision: event.revision,
-                sandbox: Some(convert::sandbox(&event.record)),
+                sandbox: Some(sandbox),
                 snapshot: false,
             })
             .await?;
