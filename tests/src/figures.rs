@@ -7,6 +7,7 @@
 //! `SANDGATE_TEST_CHURN_SECS` (default 0) keeps the crash churn going for at least that long.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -39,6 +40,14 @@ pub struct Figures {
     pub longest_wait_ms: u64,
     /// Other outcome counts, by name.
     pub outcomes: Vec<(&'static str, u64)>,
+    /// Whether the scenario failed before it reported: the counts are those reached by then.
+    pub failed: bool,
+    /// Whether the figures were reported, so that a drop during a failure reports them.
+    #[serde(skip)]
+    reported: AtomicBool,
+    /// File the figures are appended to, from `SANDGATE_TEST_FIGURES`.
+    #[serde(skip)]
+    path: Option<std::ffi::OsString>,
 }
 
 impl Figures {
@@ -55,6 +64,9 @@ impl Figures {
             stuck: 0,
             longest_wait_ms: 0,
             outcomes: Vec::new(),
+            failed: false,
+            reported: AtomicBool::new(false),
+            path: std::env::var_os(FIGURES_ENV),
         }
     }
 
@@ -71,19 +83,37 @@ impl Figures {
 
     /// Prints the figures, and appends them to the file named by `SANDGATE_TEST_FIGURES`.
     pub fn report(&self) {
-        let line = serde_json::to_string(self).expect("figures serialise");
+        if let Err(error) = self.write() {
+            panic!("append the figures to {FIGURES_ENV}: {error}");
+        }
+    }
+
+    fn write(&self) -> std::io::Result<()> {
+        self.reported.store(true, Ordering::SeqCst);
+        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
         eprintln!("figures: {line}");
-        let Some(path) = std::env::var_os(FIGURES_ENV) else {
-            return;
+        let Some(path) = &self.path else {
+            return Ok(());
         };
         // One short write with O_APPEND, so lines of tests running at once do not mix.
-        let mut file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
-            .unwrap_or_else(|error| panic!("open {FIGURES_ENV}={path:?}: {error}"));
-        file.write_all(format!("{line}\n").as_bytes())
-            .unwrap_or_else(|error| panic!("write {FIGURES_ENV}={path:?}: {error}"));
+            .open(path)?
+            .write_all(format!("{line}\n").as_bytes())
+    }
+}
+
+impl Drop for Figures {
+    /// Reports the counts of a scenario that panicked before it reported, marked failed, so
+    /// that the table shows the failure. A panic here would abort, so errors are only printed.
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.reported.load(Ordering::SeqCst) {
+            self.failed = true;
+            if let Err(error) = self.write() {
+                eprintln!("cannot append the figures of a failed scenario: {error}");
+            }
+        }
     }
 }
 
@@ -139,5 +169,43 @@ impl Rng {
     /// Returns a number in `0..bound`.
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next_u64() % bound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_scenario_still_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("figures.jsonl");
+        let file = path.clone();
+        let outcome = std::thread::spawn(move || {
+            let mut figures = Figures::new("doomed", DriverKind::Process);
+            figures.path = Some(file.into_os_string());
+            figures.iterations = 3;
+            panic!("the scenario fails");
+        })
+        .join();
+        assert!(outcome.is_err());
+        let text = std::fs::read_to_string(&path).expect("a row was written");
+        let row: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(row["scenario"], "doomed");
+        assert_eq!(row["failed"], true);
+        assert_eq!(row["iterations"], 3);
+    }
+
+    #[test]
+    fn reported_scenario_writes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("figures.jsonl");
+        let mut figures = Figures::new("fine", DriverKind::Process);
+        figures.path = Some(path.clone().into_os_string());
+        figures.report();
+        drop(figures);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"failed\":false"), "{text}");
     }
 }
