@@ -344,9 +344,6 @@ pub struct DeleteArgs {
     pub client: ClientArgs,
 }
 
-/// How long `delete` waits without `--timeout`.
-pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(300);
-
 impl DeleteArgs {
     /// Returns whether the command returns once each deletion is recorded.
     pub fn skips_wait(&self) -> bool {
@@ -355,7 +352,7 @@ impl DeleteArgs {
 
     /// Returns how long the command waits for every sandbox to be gone.
     pub fn wait_timeout(&self) -> Duration {
-        self.timeout.unwrap_or(DEFAULT_DELETE_TIMEOUT)
+        self.timeout.unwrap_or(duration::DEFAULT_WAIT_TIMEOUT)
     }
 }
 

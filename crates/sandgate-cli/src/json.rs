@@ -66,11 +66,10 @@ pub fn sandboxes(sandboxes: &[Sandbox]) -> Value {
 /// `{"revision":"17","sandbox":{...},"type":"WATCH_EVENT_TYPE_MODIFIED"}`.
 pub fn watch_event(event: &WatchEvent) -> Value {
     let mut object = Map::new();
-    let kind = match WatchEventType::try_from(event.r#type) {
-        Ok(known) => Value::String(known.as_str_name().to_string()),
-        Err(_) => Value::from(event.r#type),
-    };
-    object.insert("type".into(), kind);
+    let name = WatchEventType::try_from(event.r#type)
+        .ok()
+        .map(|known| known.as_str_name());
+    object.insert("type".into(), enum_value(name, event.r#type));
     if event.revision != 0 {
         object.insert("revision".into(), Value::String(event.revision.to_string()));
     }
@@ -105,12 +104,20 @@ fn driver(details: &DriverDetails) -> Value {
     Value::Object(object)
 }
 
-/// Returns an enum value's name, or its number when this build does not know it, as the
-/// proto3 JSON mapping allows.
+/// Returns a phase as its name, or as its number when this build does not define it.
 fn phase(value: i32) -> Value {
-    match SandboxPhase::try_from(value) {
-        Ok(known) => Value::String(known.as_str_name().to_string()),
-        Err(_) => Value::from(value),
+    let name = SandboxPhase::try_from(value)
+        .ok()
+        .map(|known| known.as_str_name());
+    enum_value(name, value)
+}
+
+/// Returns an enum value as its `name` when this build defines it, else as its number, as the
+/// proto3 JSON mapping allows.
+fn enum_value(name: Option<&str>, number: i32) -> Value {
+    match name {
+        Some(name) => Value::String(name.to_string()),
+        None => Value::from(number),
     }
 }
 
