@@ -551,8 +551,8 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
-/// A restart with an EXITED sandbox once made its watcher start itself again in a loop: the
-/// gateway used both cores and answered new sandboxes' changes half a minute late.
+/// A restart with an EXITED sandbox once made its watcher start itself again in a loop. The
+/// gateway then used both cores and reported new sandboxes' changes half a minute late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_exited_sandbox_stays_idle() {
     let mut gateway = Gateway::start();

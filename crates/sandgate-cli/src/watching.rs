@@ -1,8 +1,8 @@
-//! Which events `sandgate watch` prints. The gateway starts a stream over with a snapshot after
-//! a reconnect or when the watch fell behind. Such a snapshot is turned into the changes since
-//! the events printed before: a sandbox that the snapshot lacks gets a DELETED line, and one
-//! that did not change gets none. A MODIFIED event that changes nothing the line shows is left
-//! out too.
+//! The selection of events that `sandgate watch` prints. After a reconnect, or when the watch
+//! fell behind, the gateway starts the stream over with a snapshot. The CLI turns that snapshot
+//! into the changes since the events printed before. A sandbox that the snapshot lacks gets a
+//! DELETED line, and an unchanged one gets none. A MODIFIED event that changes nothing the
+//! line shows is left out too.
 
 use std::collections::{HashMap, HashSet};
 

@@ -396,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn first_pod_wait_is_whole_when_clock_went_back() {
+    fn first_pod_wait_after_clock_step_back() {
         let now = SystemTime::now();
         let future = record(
             Phase::Deleting,

@@ -412,14 +412,14 @@ mod tests {
     #[test]
     fn remove_leftovers_keeps_sandboxes() {
         let parent = tempfile::tempdir().unwrap();
-        let kept = parent.path().join("3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14");
-        fs::create_dir(&kept).unwrap();
+        let sandbox = parent.path().join("3f2a7c1e-9b4d-4e21-8a6f-0c5d2e9b7a14");
+        fs::create_dir(&sandbox).unwrap();
         let stale = parent.path().join(".removing-0c5d2e9b");
         fs::create_dir(&stale).unwrap();
         fs::write(stale.join(CONTROL_FILE), b"{}").unwrap();
 
         assert_eq!(remove_leftovers(parent.path()).unwrap(), 1);
-        assert!(kept.exists());
+        assert!(sandbox.exists());
         assert!(!stale.exists());
     }
 }

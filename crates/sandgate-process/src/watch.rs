@@ -79,9 +79,9 @@ impl ExitWatch {
 
 /// The one inotify instance of a driver, shared by the watchers of all its sandboxes.
 ///
-/// The kernel limits inotify instances per user (`fs.inotify.max_user_instances`, 128 by default),
-/// while watches are limited far higher, so one instance with a few watches per sandbox scales
-/// to thousands of sandboxes where an instance per sandbox stops at about a hundred.
+/// The kernel limits inotify instances per user (`fs.inotify.max_user_instances`, 128 by
+/// default), and watches far higher. So one instance with a few watches per sandbox scales to
+/// thousands of sandboxes, where an instance per sandbox stops at about a hundred.
 ///
 /// A task reads the events and wakes the [`Notify`] of each watch's owner with
 /// [`Notify::notify_one`], which keeps a permit when the owner is not waiting, so an event

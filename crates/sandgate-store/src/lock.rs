@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn held_lock_is_reported_after_patience() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = DirectoryLock::acquire(dir.path()).unwrap();
+        let _first = DirectoryLock::acquire(dir.path()).unwrap();
         let patience = Duration::from_millis(200);
         let started = Instant::now();
         let error = DirectoryLock::acquire_within(dir.path(), patience).unwrap_err();
@@ -121,13 +121,13 @@ mod tests {
     #[test]
     fn lock_released_meanwhile_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirectoryLock::acquire(dir.path()).unwrap();
+        let first = DirectoryLock::acquire(dir.path()).unwrap();
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            drop(held);
+            drop(first);
         });
-        let taken = DirectoryLock::acquire_within(dir.path(), Duration::from_secs(10));
+        let second = DirectoryLock::acquire_within(dir.path(), Duration::from_secs(10));
         release.join().unwrap();
-        assert!(taken.is_ok(), "{taken:?}");
+        assert!(second.is_ok(), "{second:?}");
     }
 }

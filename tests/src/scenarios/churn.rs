@@ -264,9 +264,9 @@ pub async fn crash_churn(target: &mut Target, seed: u64, orphan_grace: Duration)
         }
         // A third of the new sandboxes is kept, and kills interrupt some deletions, so older
         // sandboxes are deleted too: the churn keeps about `POPULATION` of them.
-        let kept: Vec<&String> = created.difference(&accepted).collect();
-        for _ in 0..kept.len().saturating_sub(POPULATION).min(6) {
-            let id = kept[rng.below(kept.len() as u64) as usize].clone();
+        let undeleted: Vec<&String> = created.difference(&accepted).collect();
+        for _ in 0..undeleted.len().saturating_sub(POPULATION).min(6) {
+            let id = undeleted[rng.below(undeleted.len() as u64) as usize].clone();
             let mut client = client.clone();
             let delete_after = Duration::from_millis(rng.below(300));
             let confirmer = confirmer.clone();

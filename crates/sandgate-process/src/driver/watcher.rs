@@ -130,8 +130,8 @@ impl Inner {
 
         loop {
             // Set when something may have changed between the snapshot and a new watch, so the
-            // loop reads again without waiting. Unlike a permit of `wake`, it never outlives this
-            // task, so `retire_watcher` sees only wake-ups from outside.
+            // loop reads again without waiting. Unlike a permit of `wake`, it ends with this
+            // task, so `retire_watcher` only finds wake-ups from outside.
             let mut read_again = false;
             let snapshot = self.snapshot(id);
 
